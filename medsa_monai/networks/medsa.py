@@ -1,0 +1,311 @@
+"""MedSA: the MONAI network component that adapts a frozen SAM to 2D images and 3D volumes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_state_dict_checked, read_state_dict
+from .decoder import build_mask_decoder
+from .encoder import MedSAImageEncoder
+from .presets import SAM_GROUPS, TRAINABLE_PRESETS, apply_trainable, parameter_group
+from .prompt_mapping import to_sam_prompts
+from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_prompt_encoder, check_image_size
+from .variants import get_sam_variant
+
+__all__ = ["MedSA", "Architecture", "resolve_architecture", "INTENSITY_MAPPINGS"]
+
+logger = logging.getLogger(__name__)
+
+INTENSITY_MAPPINGS = ("unit", "uint8", "zscore")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Which optional parts a :class:`MedSA` has (they define its state-dict keys)."""
+
+    adapters: bool
+    hyper_prompt: bool
+    depth_attention: bool
+    lora_rank: int
+
+
+def resolve_architecture(
+    trainable: str,
+    spatial_dims: int,
+    adapters: bool | None = None,
+    hyper_prompt: bool | None = None,
+    depth_attention: bool | None = None,
+    lora_rank: int | None = None,
+) -> Architecture:
+    """Fill in the parts left ``None`` from the preset.
+
+    ======================  ===========  ===========  ==================  =========
+    preset                  adapters     HyP-Adpt     SD-Trans (3D only)  LoRA rank
+    ======================  ===========  ===========  ==================  =========
+    medsa, adapters_only    yes          yes          yes                 0
+    lora                    no           no           yes                 4
+    decoder                 no           no           no                  0
+    full                    no           no           yes                 0
+    ======================  ===========  ===========  ==================  =========
+    """
+    if trainable not in TRAINABLE_PRESETS:
+        raise ValueError(f"unknown trainable preset {trainable!r}; choose one of {sorted(TRAINABLE_PRESETS)}")
+    med_sa = trainable in ("medsa", "adapters_only")
+    adapters = med_sa if adapters is None else adapters
+    return Architecture(
+        adapters=adapters,
+        hyper_prompt=adapters if hyper_prompt is None else hyper_prompt,
+        depth_attention=(spatial_dims == 3 and trainable != "decoder") if depth_attention is None
+        else depth_attention and spatial_dims == 3,
+        lora_rank=(4 if trainable == "lora" else 0) if lora_rank is None else lora_rank,
+    )
+
+
+class MedSA(nn.Module):
+    """Med-SA (Wu et al., "Medical SAM Adapter"): a frozen SAM with adapters, SD-Trans and HyP-Adpt.
+
+    The attribute names ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` and all their state-dict keys
+    are SAM's, so official SAM, MedSAM and Med-SA checkpoints load by key.
+
+    Input intensities (``intensity``): SAM was trained on 8-bit RGB normalised by its pixel mean and std. A grey
+    image (``in_channels=1``) is repeated to three channels, then:
+
+    - ``"unit"`` (default): intensities in ``[0, 1]`` (e.g. after ``ScaleIntensityRange``) are multiplied by 255 and
+      normalised as SAM does, so the network sees what SAM sees for the 8-bit version of the image;
+    - ``"uint8"``: intensities in ``[0, 255]``, normalised as SAM does;
+    - ``"zscore"``: already zero-mean unit-variance (e.g. ``NormalizeIntensity``), passed unchanged.
+
+    Geometry: each 2D image or slice is resized (bilinear, antialiased) to ``image_size`` squared; the low-resolution
+    mask logits (``image_size / 4``) are resized back to the input's size. Volumes are sliced along their last
+    spatial axis; with SD-Trans the slices of one volume attend to each other along depth in every encoder block.
+
+    Output: logits ``(B, out_channels, H, W[, D])``. With ``background_channel`` the first channel is a constant 0,
+    so each class logit is SAM's mask logit (log-odds against background), ``softmax`` and ``argmax`` over
+    channels work as for any MONAI network, and ``out_channels - 1`` classes are decoded.
+
+    Prompts (optional, in the array-index order of the input's spatial dims; SAM's ``(x, y)`` is derived inside):
+
+    - ``points (B, K, P, spatial_dims)`` with ``point_labels (B, K, P)``: 1 foreground, 0 background, -1 padding.
+      In 3D a click prompts its own slice.
+    - ``boxes (B, K, 2 * spatial_dims)``: ``(i0, j0[, k0], i1, j1[, k1])``, NaN rows for classes without a box.
+    - ``mask_inputs (B, K, S/4, S/4[, D])``: low-resolution logits of a previous prediction (iterative clicks).
+
+    ``K`` is the number of foreground classes. A (slice, class) pair with neither points nor box uses the class's
+    learned prompt embedding (automatic mode, which is also what ``forward(image)`` alone does, e.g. inside
+    MONAI's ``SlidingWindowInferer``).
+
+    Args:
+        spatial_dims: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, H, W, D)``.
+        in_channels: 1 (grey) or 3 (RGB).
+        out_channels: output channels, the background channel included when ``background_channel``.
+        sam_variant: ``vit_b``, ``vit_l``, ``vit_h`` or ``vit_tiny``.
+        sam_checkpoint: official SAM / MedSAM / Med-SA checkpoint, or a MedSA state dict; ``None`` keeps random
+            weights. SAM keys must all be present; MedSA's own parts may be absent (they keep their initial values).
+        image_size: side of SAM's input frame, a multiple of 16 (SAM: 1024). Position tables are interpolated.
+        trainable: preset of trainable parameters: ``medsa``, ``adapters_only``, ``decoder``, ``lora``, ``full``.
+        intensity: ``unit``, ``uint8`` or ``zscore`` (see above).
+        background_channel: prepend a constant-zero background logit channel.
+        adapters: Med-SA's encoder (Space, MLP) and decoder adapters; ``None`` follows the preset.
+        hyper_prompt: HyP-Adpt in the decoder; ``None`` follows ``adapters``.
+        depth_attention: SD-Trans for volumes; ``None`` follows the preset (see :func:`resolve_architecture`).
+        adapter_ratio: bottleneck width of all adapters as a fraction of the width they adapt.
+        adapter_init: ``"zero"`` (output equals SAM's until trained) or ``"official"`` (random, as Med-SA's code).
+        lora_rank: rank of LoRA on the encoder's ``qkv``; ``None`` follows the preset.
+        gradient_checkpointing: recompute encoder activations in the backward pass to save memory.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        sam_variant: str = "vit_b",
+        sam_checkpoint: str | Path | None = None,
+        image_size: int = 1024,
+        trainable: str = "medsa",
+        intensity: str = "unit",
+        background_channel: bool = True,
+        adapters: bool | None = None,
+        hyper_prompt: bool | None = None,
+        depth_attention: bool | None = None,
+        adapter_ratio: float = 0.25,
+        adapter_init: str = "zero",
+        lora_rank: int | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels}")
+        if intensity not in INTENSITY_MAPPINGS:
+            raise ValueError(f"intensity must be one of {INTENSITY_MAPPINGS}, got {intensity!r}")
+        if adapter_init not in ("zero", "official"):
+            raise ValueError(f"adapter_init must be 'zero' or 'official', got {adapter_init!r}")
+        num_classes = out_channels - 1 if background_channel else out_channels
+        if num_classes < 1:
+            raise ValueError(f"out_channels={out_channels} leaves no foreground class "
+                             f"(background_channel={background_channel})")
+        variant = get_sam_variant(sam_variant)
+        check_image_size(image_size, variant)
+        arch = resolve_architecture(trainable, spatial_dims, adapters, hyper_prompt, depth_attention, lora_rank)
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_classes = num_classes
+        self.sam_variant = sam_variant
+        self.image_size = image_size
+        self.trainable = trainable
+        self.intensity = intensity
+        self.background_channel = background_channel
+        self.architecture = arch
+
+        zero_init = adapter_init == "zero"
+        self.image_encoder = MedSAImageEncoder(
+            variant, image_size, adapters=arch.adapters, depth_attention=arch.depth_attention,
+            adapter_ratio=adapter_ratio, adapter_zero_init=zero_init, lora_rank=arch.lora_rank,
+            gradient_checkpointing=gradient_checkpointing,
+        )
+        self.prompt_encoder = build_prompt_encoder(variant, image_size)
+        self.mask_decoder = build_mask_decoder(
+            variant.prompt_embed_dim, adapters=arch.adapters, hyper_prompt=arch.hyper_prompt,
+            adapter_ratio=adapter_ratio, adapter_zero_init=zero_init,
+        )
+        self.class_prompts = nn.Embedding(num_classes, variant.prompt_embed_dim)
+        self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+
+        if sam_checkpoint is not None:
+            self.load_sam_checkpoint(sam_checkpoint)
+        apply_trainable(self, trainable)
+
+    def load_sam_checkpoint(self, path: str | Path) -> list[str]:
+        """Load an official SAM / MedSAM / Med-SA checkpoint; return the keys that kept their initial values."""
+        return load_state_dict_checked(
+            self, read_state_dict(path), source=str(path), variant=self.sam_variant,
+            optional=lambda key: parameter_group(key) not in SAM_GROUPS,
+        )
+
+    # -- the three stages -------------------------------------------------------------------------------------
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image ``(B, C, H, W[, D])`` -> image embeddings ``(B * D, 256, S / 16, S / 16)``, one per slice."""
+        self.check_image(image)
+        if self.spatial_dims == 3:
+            depth = image.shape[-1]
+            slices = image.permute(0, 4, 1, 2, 3).reshape(-1, *image.shape[1:4])
+        else:
+            depth, slices = None, image
+        if tuple(slices.shape[-2:]) != (self.image_size, self.image_size):
+            slices = F.interpolate(slices, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=True)
+        return self.image_encoder(self._to_sam_intensity(slices), depth=depth)
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        image_shape: tuple[int, ...] | torch.Size,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embeddings of :meth:`encode` and prompts -> low-resolution logits ``(B, K, S / 4, S / 4[, D])``.
+
+        ``image_shape`` is the shape of the image the embeddings came from; prompts are as for :meth:`forward`.
+        """
+        batch, spatial = image_shape[0], tuple(image_shape[2:])
+        depth = spatial[2] if self.spatial_dims == 3 else 1
+        rows, classes = batch * depth, self.num_classes
+        if embeddings.shape[0] != rows:
+            raise ValueError(f"{embeddings.shape[0]} embeddings do not fit an image of shape {tuple(image_shape)}")
+        prompts = to_sam_prompts(points, point_labels, boxes, mask_inputs, spatial_shape=spatial,
+                                 image_size=self.image_size, num_classes=classes, batch=batch)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        pieces = []
+        for has_points, has_box, row, cls in prompts.groups(rows, classes, embeddings.device):
+            masks = prompts.masks[row, cls] if prompts.masks is not None else None
+            sparse, dense = self.prompt_encoder(
+                points=(prompts.coords[row, cls], prompts.labels[row, cls]) if has_points else None,
+                boxes=prompts.boxes[row, cls] if has_box else None,
+                masks=masks,
+            )
+            if not (has_points or has_box):
+                sparse = self.class_prompts(cls)[:, None]
+            low_res, _ = self.mask_decoder(embeddings[row], image_pe, sparse, dense, multimask_output=False)
+            pieces.append((row * classes + cls, low_res[:, 0]))
+        order = torch.cat([index for index, _ in pieces])
+        stacked = torch.cat([low_res for _, low_res in pieces])
+        low_res = stacked[torch.argsort(order)]
+        side = low_res.shape[-1]
+        low_res = low_res.view(batch, depth, classes, side, side)
+        return low_res.permute(0, 2, 3, 4, 1) if self.spatial_dims == 3 else low_res[:, 0]
+
+    def postprocess(self, low_res: torch.Tensor, spatial_shape: tuple[int, ...]) -> torch.Tensor:
+        """Low-resolution logits ``(B, K, m, m[, D])`` -> logits ``(B, out_channels, *spatial_shape)``."""
+        height, width = spatial_shape[:2]
+        if self.spatial_dims == 3:
+            b, k, m, _, d = low_res.shape
+            flat = low_res.permute(0, 4, 1, 2, 3).reshape(b * d, k, m, m)
+            flat = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+            logits = flat.view(b, d, k, height, width).permute(0, 2, 3, 4, 1)
+        else:
+            logits = F.interpolate(low_res, size=(height, width), mode="bilinear", align_corners=False)
+        if self.background_channel:
+            logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
+        return logits
+
+    def predict(
+        self,
+        image: torch.Tensor,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`forward`, also returning the low-resolution logits to feed back as ``mask_inputs``."""
+        low_res = self.decode(self.encode(image), image.shape, points, point_labels, boxes, mask_inputs)
+        return self.postprocess(low_res, tuple(image.shape[2:])), low_res
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Image ``(B, C, H, W[, D])`` and optional prompts -> logits ``(B, out_channels, H, W[, D])``."""
+        return self.predict(image, points, point_labels, boxes, mask_inputs)[0]
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def check_image(self, image: torch.Tensor) -> None:
+        """Raise ``ValueError`` for an image of the wrong rank or channel count, or with NaN / infinite values."""
+        expected = self.spatial_dims + 2
+        if image.ndim != expected:
+            layout = "(B, C, H, W)" if self.spatial_dims == 2 else "(B, C, H, W, D)"
+            raise ValueError(f"MedSA(spatial_dims={self.spatial_dims}) expects a {expected}-d image {layout}, "
+                             f"got shape {tuple(image.shape)}")
+        if image.shape[1] != self.in_channels:
+            raise ValueError(f"MedSA(in_channels={self.in_channels}) got an image with {image.shape[1]} channels "
+                             f"(shape {tuple(image.shape)})")
+        if not image.is_floating_point():
+            raise ValueError(f"image must be a floating-point tensor, got {image.dtype}")
+        if not torch.isfinite(image).all():
+            raise ValueError(f"image of shape {tuple(image.shape)} contains NaN or infinite values")
+
+    def _to_sam_intensity(self, slices: torch.Tensor) -> torch.Tensor:
+        if slices.shape[1] == 1:
+            slices = slices.expand(-1, 3, -1, -1)
+        if self.intensity == "zscore":
+            return slices
+        scale = 255.0 if self.intensity == "unit" else 1.0
+        return (slices * scale - self.pixel_mean) / self.pixel_std

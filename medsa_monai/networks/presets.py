@@ -1,0 +1,69 @@
+"""Which parameters train: named presets over parameter groups, and parameter counts."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import nn
+
+__all__ = ["PARAMETER_GROUPS", "TRAINABLE_PRESETS", "parameter_group", "apply_trainable", "count_parameters",
+           "ParameterCount"]
+
+# Parameters that SAM does not have, recognised by a marker in their name; the first match wins.
+_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("class_prompts", (".class_prompts.",)),
+    ("lora", (".lora_",)),
+    ("depth_attention", (".Depth_Adapter.", ".depth_rel_pos")),
+    ("encoder_adapters", (".Space_Adapter.", ".MLP_Adapter.")),
+    ("decoder_adapters", (".hyper_prompt_adapter.", ".mlp_adapter.", ".image_adapter.")),
+)
+_SAM_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+PARAMETER_GROUPS: tuple[str, ...] = tuple(g for g, _ in _MARKERS) + tuple(f"sam_{p}" for p in _SAM_PARTS) + ("other",)
+SAM_GROUPS = frozenset(f"sam_{p}" for p in _SAM_PARTS)
+
+TRAINABLE_PRESETS: dict[str, frozenset[str]] = {
+    # Med-SA: encoder adapters, SD-Trans, HyP-Adpt and decoder adapters, class prompts, SAM's mask decoder.
+    "medsa": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora", "class_prompts",
+                        "sam_mask_decoder"}),
+    # Adapters and class prompts only: SAM stays entirely frozen.
+    "adapters_only": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora", "class_prompts"}),
+    # MedSAM-like: the mask decoder (and class prompts) train, the image encoder is frozen.
+    "decoder": frozenset({"sam_mask_decoder", "decoder_adapters", "depth_attention", "class_prompts"}),
+    # SAMed-like: LoRA on the encoder's qkv, the mask decoder and class prompts.
+    "lora": frozenset({"lora", "depth_attention", "class_prompts", "sam_mask_decoder"}),
+    "full": frozenset(PARAMETER_GROUPS),
+}
+
+
+def parameter_group(name: str) -> str:
+    """The group of the parameter or buffer called ``name`` (a ``state_dict`` key); ``other`` if none fits."""
+    dotted = "." + name
+    for group, markers in _MARKERS:
+        if any(marker in dotted for marker in markers):
+            return group
+    return next((f"sam_{part}" for part in _SAM_PARTS if name.startswith(part + ".")), "other")
+
+
+def apply_trainable(module: nn.Module, preset: str) -> None:
+    """Set ``requires_grad`` of every parameter of ``module`` by the groups of ``preset``."""
+    if preset not in TRAINABLE_PRESETS:
+        raise ValueError(f"unknown trainable preset {preset!r}; choose one of {sorted(TRAINABLE_PRESETS)}")
+    groups = TRAINABLE_PRESETS[preset]
+    for name, param in module.named_parameters():
+        param.requires_grad_(parameter_group(name) in groups)
+
+
+class ParameterCount(NamedTuple):
+    """Parameter numbers of a module: ``total``, ``trainable`` and ``percent`` trainable."""
+
+    total: int
+    trainable: int
+    percent: float
+
+
+def count_parameters(module: nn.Module) -> ParameterCount:
+    """Count the parameters of ``module`` and those with ``requires_grad`` (shared tensors counted once)."""
+    params = {id(p): p for p in module.parameters()}.values()
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return ParameterCount(total, trainable, 100.0 * trainable / total if total else 0.0)

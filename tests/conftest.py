@@ -1,0 +1,57 @@
+"""Shared fixtures: random-weight SAM checkpoints in the official format, built from segment_anything itself."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+TINY = dict(embed_dim=192, depth=4, num_heads=3, global_attn_indexes=(1, 3))
+
+
+def reference_sam(image_size: int = 1024, embed_dim: int = 192, depth: int = 4, num_heads: int = 3,
+                  global_attn_indexes: tuple[int, ...] = (1, 3)) -> Sam:
+    """A SAM assembled from segment_anything's classes exactly as its ``_build_sam`` does, at any size."""
+    grid = image_size // 16
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=depth, embed_dim=embed_dim, img_size=image_size, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=num_heads, patch_size=16, qkv_bias=True,
+            use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=14, out_chans=256,
+        ),
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
+                                     input_image_size=(image_size, image_size), mask_in_chans=16),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+    ).eval()
+
+
+def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter random values, position tables included (SAM zero-initialises those)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """``vit_tiny`` weights at SAM's native 1024, saved as the official files are: a plain state dict."""
+    path = tmp_path_factory.mktemp("ckpt") / "sam_vit_tiny_random.pth"
+    torch.save(randomise(reference_sam(1024, **TINY)).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_state(tiny_checkpoint) -> dict[str, torch.Tensor]:
+    return torch.load(tiny_checkpoint, weights_only=True)
