@@ -9,18 +9,18 @@ import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-TINY = dict(embed_dim=192, depth=4, num_heads=3, global_attn_indexes=(1, 3))
+TINY = dict(embed_dim=192, depth=4, num_heads=3, global_attn_indexes=(1, 3), window_size=4)
 
 
 def reference_sam(image_size: int = 1024, embed_dim: int = 192, depth: int = 4, num_heads: int = 3,
-                  global_attn_indexes: tuple[int, ...] = (1, 3)) -> Sam:
+                  global_attn_indexes: tuple[int, ...] = (1, 3), window_size: int = 4) -> Sam:
     """A SAM assembled from segment_anything's classes exactly as its ``_build_sam`` does, at any size."""
     grid = image_size // 16
     return Sam(
         image_encoder=ImageEncoderViT(
             depth=depth, embed_dim=embed_dim, img_size=image_size, mlp_ratio=4,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=num_heads, patch_size=16, qkv_bias=True,
-            use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=14, out_chans=256,
+            use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=window_size, out_chans=256,
         ),
         prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
                                      input_image_size=(image_size, image_size), mask_in_chans=16),

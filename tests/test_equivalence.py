@@ -96,7 +96,7 @@ def test_other_image_sizes_interpolate_position_tables(tiny_checkpoint, tiny_sta
             expected = F.interpolate(table.T[None], size=2 * grid - 1, mode="linear", align_corners=False)[0].T
             assert block.attn.rel_pos_h.shape == (2 * grid - 1, 64)
             assert torch.equal(block.attn.rel_pos_h, expected)
-        else:  # windowed blocks: 14-token windows whatever the image size
+        else:  # windowed blocks: tables span one window whatever the image size
             assert torch.equal(block.attn.rel_pos_h, table)
     pe = sam.prompt_encoder
     assert pe.image_embedding_size == (grid, grid) and pe.input_image_size == (image_size, image_size)

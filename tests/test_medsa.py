@@ -58,7 +58,7 @@ def test_3d_click_prompts_its_own_slice_only():
 
 @pytest.mark.parametrize("preset", sorted(TRAINABLE_PRESETS))
 def test_only_preset_parameters_get_gradients(preset):
-    net = tiny(3, image_size=32, trainable=preset)
+    net = tiny(3, image_size=32, trainable=preset, click_depth_radius=1)
     groups = TRAINABLE_PRESETS[preset]
     for name, param in net.named_parameters():
         assert param.requires_grad == (parameter_group(name) in groups), name
@@ -166,6 +166,7 @@ def test_bad_prompts_are_rejected(kwargs, match):
         (dict(trainable="some"), "unknown trainable preset"),
         (dict(out_channels=1), "no foreground class"),
         (dict(intensity="hu"), "intensity"),
+        (dict(click_depth_radius=2), "click_depth_radius"),
     ],
 )
 def test_bad_construction_is_rejected(kwargs, match):
@@ -192,3 +193,49 @@ def test_intensity_mappings_agree(intensity, scale):
     other.load_state_dict(unit.state_dict())
     image = torch.rand(1, 1, 32, 32)
     assert torch.allclose(unit.encode(image), other.encode(image * scale), atol=1e-5)
+
+
+@torch.no_grad()
+def test_full_resolution_and_partial_mask_prompts():
+    net = randomise(tiny(3, out_channels=3)).eval()
+    volume = torch.rand(1, 1, 24, 20, 5)
+    logits, low_res = net.predict(volume)
+    assert low_res.shape == (1, 2, 16, 16, 5)
+    full = torch.nn.functional.interpolate(low_res.permute(0, 4, 1, 2, 3)[0], size=(24, 20), mode="bilinear")
+    full = full.permute(1, 2, 3, 0)[None]  # (1, K, 24, 20, 5)
+    from_full = net(volume, mask_inputs=full)
+    assert not torch.allclose(from_full, logits)
+    only_first = low_res.clone()
+    only_first[:, 1] = float("nan")  # no mask for class 2: it decodes as without mask
+    mixed = net(volume, mask_inputs=only_first)
+    assert torch.allclose(mixed[:, 2], logits[:, 2])
+    assert torch.allclose(mixed[:, 1], net(volume, mask_inputs=low_res)[:, 1])
+    with pytest.raises(ValueError, match=r"mask_inputs must have shape \(1, 2, 16, 16, 5\).*or \(1, 2, 24, 20, 5\)"):
+        net(volume, mask_inputs=torch.zeros(1, 2, 8, 8, 5))
+
+
+def test_3d_click_reaches_neighbouring_slices_with_an_offset_embedding():
+    torch.manual_seed(0)
+    near = randomise(tiny(3, out_channels=2, click_depth_radius=2)).eval()
+    own = tiny(3, out_channels=2).eval()
+    own.load_state_dict({k: v for k, v in near.state_dict().items() if "click_depth_embed" not in k})
+    volume = torch.rand(1, 1, 32, 32, 9)
+    points, labels = torch.tensor([[[[10.0, 20.0, 4.0]]]]), torch.ones(1, 1, 1)
+    (coords, row_labels), = _captured_points(near, volume, points, labels)
+    assert coords.shape[0] == 5 and row_labels.flatten().tolist() == [1] * 5  # slices 2..6
+    with torch.no_grad():
+        with_radius, without = near(volume, points, labels), own(volume, points, labels)
+    assert torch.allclose(with_radius[..., 4], without[..., 4], atol=1e-5)  # own slice: offset 0, exactly SAM
+    assert not torch.allclose(with_radius[..., 3], without[..., 3])  # neighbours are now prompted
+    assert torch.equal(with_radius[..., 8], without[..., 8])  # beyond the radius: automatic, as before
+    assert torch.equal(tiny(3, click_depth_radius=2).click_depth_embed.weight, torch.zeros(3, 256))  # zero init
+
+
+def test_click_depth_offsets_in_prompt_mapping():
+    from medsa_monai.networks.prompt_mapping import to_sam_prompts
+
+    prompts = to_sam_prompts(torch.tensor([[[[1.0, 2.0, 4.0], [3.0, 3.0, 0.0]]]]), torch.tensor([[[1, 0]]]), None,
+                             None, spatial_shape=(8, 8, 7), image_size=32, num_classes=1, batch=1,
+                             click_depth_radius=2)
+    assert prompts.labels[:, 0].tolist() == [[-1, 0], [-1, 0], [1, 0], [1, -1], [1, -1], [1, -1], [1, -1]]
+    assert prompts.depth_offsets[:, 0].tolist() == [[0, 0], [0, 1], [2, 2], [1, 0], [0, 0], [1, 0], [2, 0]]

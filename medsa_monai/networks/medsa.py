@@ -94,7 +94,8 @@ class MedSA(nn.Module):
     - ``points (B, K, P, spatial_dims)`` with ``point_labels (B, K, P)``: 1 foreground, 0 background, -1 padding.
       In 3D a click prompts its own slice.
     - ``boxes (B, K, 2 * spatial_dims)``: ``(i0, j0[, k0], i1, j1[, k1])``, NaN rows for classes without a box.
-    - ``mask_inputs (B, K, S/4, S/4[, D])``: low-resolution logits of a previous prediction (iterative clicks).
+    - ``mask_inputs``: logits of a previous prediction, low-resolution ``(B, K, S/4, S/4[, D])`` (as ``predict``
+      returns) or at the image's resolution ``(B, K, H, W[, D])``; a NaN plane means no mask for that class.
 
     ``K`` is the number of foreground classes. A (slice, class) pair with neither points nor box uses the class's
     learned prompt embedding (automatic mode, which is also what ``forward(image)`` alone does, e.g. inside
@@ -118,6 +119,9 @@ class MedSA(nn.Module):
         adapter_init: ``"zero"`` (output equals SAM's until trained) or ``"official"`` (random, as Med-SA's code).
         lora_rank: rank of LoRA on the encoder's ``qkv``; ``None`` follows the preset.
         gradient_checkpointing: recompute encoder activations in the backward pass to save memory.
+        click_depth_radius: in 3D, a click also prompts the slices up to this many slices away, at the same
+            in-plane position, its point token marked by a learned embedding of the slice offset
+            (``click_depth_embed``, zero-initialised; the click's own slice gets none, exactly as SAM).
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class MedSA(nn.Module):
         adapter_init: str = "zero",
         lora_rank: int | None = None,
         gradient_checkpointing: bool = False,
+        click_depth_radius: int = 0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -146,6 +151,8 @@ class MedSA(nn.Module):
             raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels}")
         if intensity not in INTENSITY_MAPPINGS:
             raise ValueError(f"intensity must be one of {INTENSITY_MAPPINGS}, got {intensity!r}")
+        if click_depth_radius < 0 or (click_depth_radius and spatial_dims != 3):
+            raise ValueError(f"click_depth_radius must be 0, or positive for a 3D network, got {click_depth_radius}")
         if adapter_init not in ("zero", "official"):
             raise ValueError(f"adapter_init must be 'zero' or 'official', got {adapter_init!r}")
         num_classes = out_channels - 1 if background_channel else out_channels
@@ -179,6 +186,11 @@ class MedSA(nn.Module):
             adapter_ratio=adapter_ratio, adapter_zero_init=zero_init,
         )
         self.class_prompts = nn.Embedding(num_classes, variant.prompt_embed_dim)
+        self.click_depth_radius = click_depth_radius
+        self.click_depth_embed = None
+        if click_depth_radius:
+            self.click_depth_embed = nn.Embedding(click_depth_radius + 1, variant.prompt_embed_dim, padding_idx=0)
+            nn.init.zeros_(self.click_depth_embed.weight)
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -227,18 +239,25 @@ class MedSA(nn.Module):
         if embeddings.shape[0] != rows:
             raise ValueError(f"{embeddings.shape[0]} embeddings do not fit an image of shape {tuple(image_shape)}")
         prompts = to_sam_prompts(points, point_labels, boxes, mask_inputs, spatial_shape=spatial,
-                                 image_size=self.image_size, num_classes=classes, batch=batch)
+                                 image_size=self.image_size, num_classes=classes, batch=batch,
+                                 click_depth_radius=self.click_depth_radius)
         image_pe = self.prompt_encoder.get_dense_pe()
         pieces = []
         for has_points, has_box, row, cls in prompts.groups(rows, classes, embeddings.device):
-            masks = prompts.masks[row, cls] if prompts.masks is not None else None
             sparse, dense = self.prompt_encoder(
                 points=(prompts.coords[row, cls], prompts.labels[row, cls]) if has_points else None,
                 boxes=prompts.boxes[row, cls] if has_box else None,
-                masks=masks,
+                masks=None,
             )
             if not (has_points or has_box):
                 sparse = self.class_prompts(cls)[:, None]
+            elif has_points and self.click_depth_embed is not None:
+                offsets = prompts.depth_offsets[row, cls]  # point tokens come first in SAM's sparse embedding
+                shift = self.click_depth_embed(offsets) * (offsets > 0)[..., None]  # own slice: as SAM, always
+                points_part = sparse[:, : offsets.shape[1]] + shift
+                sparse = torch.cat([points_part, sparse[:, offsets.shape[1]:]], dim=1)
+            if prompts.masks is not None:
+                dense = self._dense_embedding(prompts.masks[row, cls], dense)
             low_res, _ = self.mask_decoder(embeddings[row], image_pe, sparse, dense, multimask_output=False)
             pieces.append((row * classes + cls, low_res[:, 0]))
         order = torch.cat([index for index, _ in pieces])
@@ -301,6 +320,14 @@ class MedSA(nn.Module):
             raise ValueError(f"image must be a floating-point tensor, got {image.dtype}")
         if not torch.isfinite(image).all():
             raise ValueError(f"image of shape {tuple(image.shape)} contains NaN or infinite values")
+
+    def _dense_embedding(self, masks: torch.Tensor, no_mask: torch.Tensor) -> torch.Tensor:
+        """SAM's mask-prompt embedding of ``masks (M, 1, m, m)``; rows that are NaN get ``no_mask`` instead."""
+        given = torch.isfinite(masks).flatten(1).all(1)
+        if not given.any():
+            return no_mask
+        embedded = self.prompt_encoder(points=None, boxes=None, masks=masks.nan_to_num(0.0))[1]
+        return torch.where(given[:, None, None, None], embedded, no_mask)
 
     def _to_sam_intensity(self, slices: torch.Tensor) -> torch.Tensor:
         if slices.shape[1] == 1:

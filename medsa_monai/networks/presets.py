@@ -11,7 +11,7 @@ __all__ = ["PARAMETER_GROUPS", "TRAINABLE_PRESETS", "parameter_group", "apply_tr
 
 # Parameters that SAM does not have, recognised by a marker in their name; the first match wins.
 _MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("class_prompts", (".class_prompts.",)),
+    ("prompt_embeddings", (".class_prompts.", ".click_depth_embed.")),
     ("lora", (".lora_",)),
     ("depth_attention", (".Depth_Adapter.", ".depth_rel_pos")),
     ("encoder_adapters", (".Space_Adapter.", ".MLP_Adapter.")),
@@ -22,15 +22,16 @@ PARAMETER_GROUPS: tuple[str, ...] = tuple(g for g, _ in _MARKERS) + tuple(f"sam_
 SAM_GROUPS = frozenset(f"sam_{p}" for p in _SAM_PARTS)
 
 TRAINABLE_PRESETS: dict[str, frozenset[str]] = {
-    # Med-SA: encoder adapters, SD-Trans, HyP-Adpt and decoder adapters, class prompts, SAM's mask decoder.
-    "medsa": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora", "class_prompts",
+    # Med-SA: encoder adapters, SD-Trans, HyP-Adpt and decoder adapters, prompt embeddings, SAM's mask decoder.
+    "medsa": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora", "prompt_embeddings",
                         "sam_mask_decoder"}),
-    # Adapters and class prompts only: SAM stays entirely frozen.
-    "adapters_only": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora", "class_prompts"}),
-    # MedSAM-like: the mask decoder (and class prompts) train, the image encoder is frozen.
-    "decoder": frozenset({"sam_mask_decoder", "decoder_adapters", "depth_attention", "class_prompts"}),
-    # SAMed-like: LoRA on the encoder's qkv, the mask decoder and class prompts.
-    "lora": frozenset({"lora", "depth_attention", "class_prompts", "sam_mask_decoder"}),
+    # Adapters and prompt embeddings only: SAM stays entirely frozen.
+    "adapters_only": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora",
+                                "prompt_embeddings"}),
+    # MedSAM-like: the mask decoder (and prompt embeddings) train, the image encoder is frozen.
+    "decoder": frozenset({"sam_mask_decoder", "decoder_adapters", "depth_attention", "prompt_embeddings"}),
+    # SAMed-like: LoRA on the encoder's qkv, the mask decoder and prompt embeddings.
+    "lora": frozenset({"lora", "depth_attention", "prompt_embeddings", "sam_mask_decoder"}),
     "full": frozenset(PARAMETER_GROUPS),
 }
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["SamPrompts", "to_sam_prompts"]
 
@@ -23,14 +24,17 @@ class SamPrompts:
     Attributes:
         coords: ``(N, K, P, 2)`` point ``(x, y)`` in the resized frame, or ``None``.
         labels: ``(N, K, P)``: 1 positive, 0 negative, -1 padding (SAM's convention), or ``None``.
+        depth_offsets: ``(N, K, P)`` slices between a 3D click and the row's slice (0 on its own slice), or ``None``.
         boxes: ``(N, K, 4)`` ``(x0, y0, x1, y1)``, NaN where the pair has no box, or ``None``.
-        masks: ``(N, K, 1, m, m)`` low-resolution mask logits fed back to SAM, or ``None``.
+        masks: ``(N, K, 1, m, m)`` low-resolution mask logits fed back to SAM (NaN for pairs without one), or
+            ``None``.
     """
 
     coords: torch.Tensor | None
     labels: torch.Tensor | None
     boxes: torch.Tensor | None
     masks: torch.Tensor | None
+    depth_offsets: torch.Tensor | None = None
 
     def groups(self, rows: int, classes: int, device: torch.device) -> Iterator[tuple[bool, bool, torch.Tensor,
                                                                                      torch.Tensor]]:
@@ -64,20 +68,25 @@ def to_sam_prompts(
     image_size: int,
     num_classes: int,
     batch: int,
+    click_depth_radius: int = 0,
 ) -> SamPrompts:
     """Check MONAI-order prompts and map them to SAM prompts per row (image or slice) and class.
 
     Args:
         points: ``(B, K, P, spatial_dims)`` click positions as array indices (``(B, P, spatial_dims)`` when
-            ``K = 1``). In 3D the last index is the slice: a click prompts the slice ``round(k)``.
+            ``K = 1``). In 3D the last index is the slice: a click prompts the slices within ``click_depth_radius``
+            of ``round(k)``, at the same in-plane position.
         point_labels: ``(B, K, P)`` (or ``(B, P)``): 1 foreground, 0 background, -1 padding.
         boxes: ``(B, K, 2 * spatial_dims)``, ``(i0, j0[, k0], i1, j1[, k1])`` inclusive corner indices, a row of NaN
             for a class without a box. In 3D the box prompts the slices ``k0..k1``.
-        mask_inputs: ``(B, K, m, m[, D])`` low-resolution logits of a previous prediction, ``m = image_size / 4``.
+        mask_inputs: logits of a previous prediction, either low-resolution ``(B, K, m, m[, D])`` with
+            ``m = image_size / 4`` (what :meth:`MedSA.predict` returns), or at the image's resolution
+            ``(B, K, H, W[, D])`` (resized here). A (batch, class) plane of NaN means no mask for that class.
         spatial_shape: ``(H, W)`` or ``(H, W, D)`` of the input image.
         image_size: side of SAM's input frame.
         num_classes: ``K``, the foreground classes.
         batch: ``B``.
+        click_depth_radius: how many slices away from its own a 3D click still prompts.
 
     Raises:
         ValueError: for shapes that do not fit, labels other than -1/0/1, and points or boxes outside the image.
@@ -87,7 +96,7 @@ def to_sam_prompts(
     size = torch.tensor(spatial_shape, dtype=torch.float32)
     scale = image_size / size[:2]
 
-    coords = labels = None
+    coords = labels = offsets = None
     if (points is None) != (point_labels is None):
         raise ValueError("points and point_labels must be given together")
     if points is not None:
@@ -101,7 +110,7 @@ def to_sam_prompts(
         used = labels != -1
         points = points.float()
         _check_inside("points", points[used], size, spatial_shape)
-        coords, labels = _points_per_row(points, labels, scale.to(points.device), depth)
+        coords, labels, offsets = _points_per_row(points, labels, scale.to(points.device), depth, click_depth_radius)
 
     sam_boxes = None
     if boxes is not None:
@@ -117,10 +126,17 @@ def to_sam_prompts(
     masks = None
     if mask_inputs is not None:
         side = image_size // 4
-        _expect_shape("mask_inputs", mask_inputs, (batch, num_classes, side, side) + ((depth,) if dims == 3 else ()))
-        masks = mask_inputs.permute(0, 4, 1, 2, 3) if dims == 3 else mask_inputs[:, None]
-        masks = masks.reshape(batch * depth, num_classes, 1, side, side)
-    return SamPrompts(coords, labels, sam_boxes, masks)
+        low_res = (batch, num_classes, side, side) + ((depth,) if dims == 3 else ())
+        full = (batch, num_classes, *spatial_shape)
+        if tuple(mask_inputs.shape) not in (low_res, full):
+            raise ValueError(f"mask_inputs must have shape {low_res} (low resolution) or {full} (the image's), got "
+                             f"{tuple(mask_inputs.shape)}")
+        rows = mask_inputs.permute(0, 4, 1, 2, 3) if dims == 3 else mask_inputs[:, None]  # (B, D, K, h, w)
+        rows = rows.reshape(batch * depth, num_classes, *rows.shape[-2:]).float()
+        if tuple(rows.shape[-2:]) != (side, side):
+            rows = F.interpolate(rows, size=(side, side), mode="bilinear", align_corners=False)
+        masks = rows[:, :, None]
+    return SamPrompts(coords, labels, sam_boxes, masks, offsets)
 
 
 def _class_axis(points: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,17 +169,24 @@ def _to_xy(ij: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return ((ij + 0.5) * scale - 0.5).flip(-1)
 
 
-def _points_per_row(points: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor, depth: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, K, P, dims)`` -> coords ``(B * D, K, P, 2)`` and labels ``(B * D, K, P)``, clicks on their slice."""
+def _points_per_row(points: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor, depth: int, radius: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(B, K, P, dims)`` -> coords ``(B * D, K, P, 2)``, labels and slice offsets ``(B * D, K, P)``.
+
+    In 3D a click reaches the rows (slices) within ``radius`` of its own; elsewhere its label becomes padding.
+    """
     xy = _to_xy(points[..., :2], scale)
     xy = torch.where(labels[..., None] == -1, torch.zeros_like(xy), xy)  # padding may hold anything, even NaN
     if points.shape[-1] == 2:
-        return xy, labels
+        return xy, labels, None
     b, k, p, _ = points.shape
-    on_slice = points[..., 2].round().long()[:, None] == torch.arange(depth, device=points.device)[None, :, None, None]
-    row_labels = torch.where(on_slice, labels[:, None], torch.full_like(labels[:, None], -1))
-    return xy[:, None].expand(b, depth, k, p, 2).reshape(b * depth, k, p, 2), row_labels.reshape(b * depth, k, p)
+    slices = torch.arange(depth, device=points.device)[None, :, None, None]
+    offset = (points[..., 2].round().long()[:, None] - slices).abs()  # (B, D, K, P)
+    reached = offset <= radius
+    row_labels = torch.where(reached, labels[:, None], torch.full_like(labels[:, None], -1))
+    row_offsets = torch.where(reached & (row_labels != -1), offset, torch.zeros_like(offset))
+    return (xy[:, None].expand(b, depth, k, p, 2).reshape(b * depth, k, p, 2), row_labels.reshape(b * depth, k, p),
+            row_offsets.reshape(b * depth, k, p))
 
 
 def _boxes_per_row(boxes: torch.Tensor, given: torch.Tensor, scale: torch.Tensor, depth: int) -> torch.Tensor:

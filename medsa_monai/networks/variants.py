@@ -46,8 +46,9 @@ SAM_VARIANTS: dict[str, SamVariant] = {
     "vit_h": SamVariant("vit_h", 1280, 32, 16, (7, 15, 23, 31), official_file="sam_vit_h_4b8939.pth",
                         official_url=_URL + "sam_vit_h_4b8939.pth"),
     # Not a released model: 4 blocks of width 192 (3 heads of 64, as SAM's head width), global attention in
-    # blocks 1 and 3, SAM's own prompt encoder and mask decoder. About 6.5 M parameters, for tests and demos.
-    "vit_tiny": SamVariant("vit_tiny", 192, 4, 3, (1, 3)),
+    # blocks 1 and 3, 4-token windows in blocks 0 and 2 (SAM's 14-token windows would pad the small token grids
+    # of small images many times over), SAM's own prompt encoder and mask decoder. About 6.5 M parameters.
+    "vit_tiny": SamVariant("vit_tiny", 192, 4, 3, (1, 3), window_size=4),
 }
 
 

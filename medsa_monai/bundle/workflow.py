@@ -1,0 +1,181 @@
+"""Helpers that bundle configs call: the SAM checkpoint to load, resuming, early stopping."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
+from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
+
+from ..networks.variants import get_sam_variant
+
+__all__ = ["resolve_sam_checkpoint", "latest_checkpoint", "prepare_training", "TimeBudget"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = re.compile(r"_epoch=(\d+)\.pt$")
+
+
+def _none_on_command_line(key: str, argv: list[str] | None = None) -> bool:
+    """Whether the command line says ``--<key> None``.
+
+    ``python -m monai.bundle run`` drops overrides whose value is ``None`` (``update_kwargs(ignore_none=True)``),
+    so a config never sees ``--sam_checkpoint None``; it has to be read from the command line itself.
+    """
+    argv = sys.argv if argv is None else argv
+    flag = f"--{key}"
+    return any((arg == flag and i + 1 < len(argv) and argv[i + 1] == "None") or arg == f"{flag}=None"
+               for i, arg in enumerate(argv))
+
+
+def resolve_sam_checkpoint(path: str | Path | None, variant: str) -> str | None:
+    """The SAM checkpoint a bundle should load, or ``None`` (random frozen weights) with a warning.
+
+    ``None`` comes from the config, or from ``--sam_checkpoint None`` on the ``monai.bundle`` command line.
+    Raises ``FileNotFoundError`` that says how to obtain the official file when ``path`` does not exist.
+    """
+    if path is None or str(path).strip().lower() in ("", "none", "null") or _none_on_command_line("sam_checkpoint"):
+        warnings.warn("sam_checkpoint is None: SAM's frozen weights are random, so only the trainable parts learn. "
+                      "Use trainable='full' to train everything, or give the official checkpoint.", stacklevel=2)
+        return None
+    path = Path(path)
+    if path.is_file():
+        return str(path)
+    spec = get_sam_variant(variant)
+    how = (f"download {spec.official_url} to '{path}' (or run `python -m monai.bundle download_large_files "
+           f"--bundle_path <bundle>` with internet)" if spec.official_url else
+           f"'{variant}' has no official checkpoint")
+    raise FileNotFoundError(f"SAM checkpoint '{path}' not found: {how}; or pass --sam_checkpoint <file>, or "
+                            f"--sam_checkpoint None to start from random frozen weights")
+
+
+def latest_checkpoint(directory: str | Path, prefix: str = "checkpoint") -> Path:
+    """The ``<prefix>_epoch=N.pt`` file with the largest ``N`` in ``directory``."""
+    found = [(int(m.group(1)), p) for p in Path(directory).glob(f"{prefix}_epoch=*.pt")
+             if (m := _EPOCH.search(p.name))]
+    if not found:
+        raise FileNotFoundError(f"resume requested but no '{prefix}_epoch=*.pt' checkpoint in '{directory}'")
+    return max(found)[1]
+
+
+class ValidationRecord:
+    """The best validation score so far, as a checkpointable object, so a resumed run keeps its best model.
+
+    Holds the evaluator's ``best_metric`` / ``best_metric_epoch`` and the records of its key-metric
+    ``CheckpointSaver`` handlers; without it a resumed run would overwrite ``model.pt`` with its first, maybe worse,
+    validation.
+    """
+
+    def __init__(self, evaluator: Engine, handlers: Sequence = ()) -> None:
+        self.evaluator = evaluator
+        self.savers = [h for h in handlers if isinstance(h, CheckpointSaver) and h._key_metric_checkpoint is not None]
+
+    def state_dict(self) -> dict:
+        return {
+            "best_metric": self.evaluator.state.best_metric,
+            "best_metric_epoch": self.evaluator.state.best_metric_epoch,
+            "savers": [s._key_metric_checkpoint.state_dict() for s in self.savers],
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.evaluator.state.best_metric = state["best_metric"]
+        self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        for saver, record in zip(self.savers, state["savers"], strict=False):
+            saver._key_metric_checkpoint.load_state_dict(record)
+
+
+def _remove_older_checkpoints(engine: Engine, ckpt_dir: Path) -> None:
+    for path in Path(ckpt_dir).glob("checkpoint_epoch=*.pt"):
+        if (m := _EPOCH.search(path.name)) and int(m.group(1)) < engine.state.epoch:
+            path.unlink(missing_ok=True)
+
+
+class TimeBudget:
+    """Stop training before the epoch that would overrun ``minutes`` of wall time, validating first.
+
+    Ignite has no wall-clock limit of this kind (its ``TimeLimit`` stops mid-epoch, after the last validation).
+    At each epoch end, if another epoch (timed by the slowest so far) would end past the budget, the evaluator runs
+    unless this epoch was already validated, then the trainer terminates.
+    """
+
+    def __init__(self, minutes: float, evaluator: Engine | None = None, val_interval: int = 1) -> None:
+        self.seconds = 60.0 * minutes
+        self.evaluator = evaluator
+        self.val_interval = val_interval
+        self.start = self.last = 0.0
+        self.longest = 0.0
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.STARTED, self._started)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _started(self, trainer: Engine) -> None:
+        self.start = self.last = time.monotonic()
+
+    def _epoch_completed(self, trainer: Engine) -> None:
+        now = time.monotonic()
+        self.longest = max(self.longest, now - self.last)
+        self.last = now
+        if now - self.start + self.longest <= self.seconds:
+            return
+        if self.evaluator is not None and trainer.state.epoch % self.val_interval:
+            self.evaluator.run(trainer.state.epoch)
+        logger.info("time budget of %.1f min reached after epoch %d", self.seconds / 60, trainer.state.epoch)
+        trainer.terminate()
+
+
+def prepare_training(
+    trainer: Engine,
+    evaluator: Engine | None,
+    ckpt_dir: str | Path,
+    state: Mapping,
+    resume: bool = False,
+    early_stop_patience: int | None = None,
+    key_metric: str = "val_mean_dice",
+    val_handlers: Sequence = (),
+    time_budget_minutes: float | None = None,
+    val_interval: int = 1,
+    progress_bar: bool = False,
+) -> None:
+    """Attach what needs the built trainer (a bundle config cannot give a trainer's handlers the trainer itself).
+
+    - every epoch, the whole training ``state`` (model, optimizer, scheduler, trainer) and the validation record
+      (:class:`ValidationRecord` of ``evaluator`` and its key-metric savers in ``val_handlers``) to
+      ``<ckpt_dir>/checkpoint_epoch=N.pt``, keeping only the newest (rank 0 only);
+    - with ``resume``, the newest such checkpoint is loaded when the trainer starts, and training continues with
+      the epoch after it;
+    - with ``early_stop_patience``, training stops when ``key_metric`` of ``evaluator`` has not improved for that
+      many validations;
+    - with ``time_budget_minutes``, training stops (after a last validation) before an epoch would overrun it;
+    - with ``progress_bar``, ignite's progress bar (rank 0 only).
+
+    Handlers in ``train#handlers`` must be plain handler configs (MONAI Label inserts its own), which is why these
+    conditional ones are attached here.
+    """
+    state = dict(state)
+    if evaluator is not None:
+        state["validation"] = ValidationRecord(evaluator, val_handlers)
+    if resume:
+        path = latest_checkpoint(ckpt_dir)
+        CheckpointLoader(load_path=str(path), load_dict=state, map_location="cpu").attach(trainer)
+        logger.info("resuming from %s", path)
+    if idist.get_rank() == 0:
+        # ignite names a multi-object checkpoint "checkpoint_epoch=N.pt" (its file prefix stays empty)
+        CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, save_interval=1, n_saved=1,
+                        epoch_level=True).attach(trainer)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, _remove_older_checkpoints, Path(ckpt_dir))
+        if progress_bar:
+            ProgressBar(persist=True).attach(trainer)
+    if early_stop_patience and evaluator is not None:
+        EarlyStopHandler(patience=int(early_stop_patience), score_function=lambda engine: engine.state.metrics[
+            key_metric], trainer=trainer).attach(evaluator)
+    if time_budget_minutes:
+        TimeBudget(time_budget_minutes, evaluator, val_interval).attach(trainer)

@@ -1,0 +1,46 @@
+"""A transform that rejects inconsistent image/label pairs with the name of the case."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from monai.transforms import MapTransform
+
+__all__ = ["CheckImageLabeld"]
+
+
+class CheckImageLabeld(MapTransform):
+    """Check, after loading, that a label fits its image: same spatial shape, one channel, declared values only.
+
+    Args:
+        image_key, label_key: the keys of the pair.
+        labels: the label values the data set declares (e.g. ``{0: background, 1: ..., 2: ...}`` or ``[0, 1, 2]``).
+
+    Raises:
+        ValueError: naming the case file, for a shape mismatch or undeclared label values.
+    """
+
+    def __init__(self, image_key: str = "image", label_key: str = "label",
+                 labels: Mapping | Iterable[int] = (0, 1)) -> None:
+        super().__init__([image_key, label_key])
+        self.image_key = image_key
+        self.label_key = label_key
+        self.allowed = sorted(int(v) for v in labels)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        image, label = d[self.image_key], d[self.label_key]
+        meta = getattr(label, "meta", {}) or getattr(image, "meta", {})
+        case = Path(str(meta.get("filename_or_obj", "?"))).name
+        if label.shape[0] != 1:
+            raise ValueError(f"case '{case}': the label has {label.shape[0]} channels, expected 1 (a label map)")
+        if tuple(image.shape[1:]) != tuple(label.shape[1:]):
+            raise ValueError(f"case '{case}': label spatial shape {tuple(label.shape[1:])} differs from image "
+                             f"spatial shape {tuple(image.shape[1:])}")
+        values = torch.unique(torch.as_tensor(label))
+        bad = [int(v) if float(v).is_integer() else v for v in values.tolist() if v not in self.allowed]
+        if bad:
+            raise ValueError(f"case '{case}': label values {bad} are not among the declared labels {self.allowed}")
+        return d

@@ -1,0 +1,68 @@
+"""Datalists: MSD-style ``dataset.json`` with absolute paths, checked for missing files, and seeded splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+__all__ = ["load_datalist", "check_files", "split_cases"]
+
+
+def load_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = None, key: str = "training",
+                  keys: Sequence[str] = ("image", "label")) -> list[dict]:
+    """Read the ``key`` list of a decathlon-format datalist with paths made absolute, and check the files exist.
+
+    Args:
+        dataset_dir: the data set's folder; relative paths in the datalist are relative to it.
+        datalist_file: the datalist; ``None`` means ``<dataset_dir>/dataset.json`` (the MSD layout).
+        key: which list to read (``training``, ``validation``, ``test``).
+        keys: the file keys each item must have.
+    """
+    dataset_dir = Path(dataset_dir)
+    path = Path(datalist_file) if datalist_file is not None else dataset_dir / "dataset.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist '{path}' does not exist (dataset_dir must hold an MSD-style dataset.json, "
+                                f"or give datalist_file)")
+    try:
+        data = load_decathlon_datalist(str(path), is_segmentation="label" in keys, data_list_key=key,
+                                       base_dir=str(dataset_dir))
+    except ValueError as err:
+        raise ValueError(f"datalist '{path}': {err}") from err
+    check_files(data, keys)
+    return data
+
+
+def check_files(data: Sequence[dict], keys: Sequence[str] = ("image", "label")) -> None:
+    """Raise ``FileNotFoundError`` listing every missing key or file, by case."""
+    problems = []
+    for i, item in enumerate(data):
+        case = Path(str(item.get("image", f"item {i}"))).name
+        for key in keys:
+            if key not in item:
+                problems.append(f"{case}: no '{key}' entry")
+            elif not Path(str(item[key])).is_file():
+                problems.append(f"{case}: {key} file '{item[key]}' does not exist")
+    if problems:
+        raise FileNotFoundError(f"{len(problems)} problem(s) in the datalist:\n  " + "\n  ".join(problems))
+
+
+def split_cases(data: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, fold: int | None = None
+                ) -> tuple[list[dict], list[dict]]:
+    """Split cases into training and validation.
+
+    With ``fold`` and items that carry a ``fold`` key (see ``datalists/``), the validation cases are that fold's.
+    Otherwise a seeded random ``val_fraction`` of the cases, the same for the same case set and seed whatever the
+    datalist's order.
+    """
+    if fold is not None and all("fold" in item for item in data):
+        return [d for d in data if d["fold"] != fold], [d for d in data if d["fold"] == fold]
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ordered = sorted(data, key=lambda item: str(item["image"]))
+    order = np.random.RandomState(seed).permutation(len(ordered))
+    n_val = int(round(len(ordered) * val_fraction))
+    val = {int(i) for i in order[:n_val]}
+    return [d for i, d in enumerate(ordered) if i not in val], [d for i, d in enumerate(ordered) if i in val]

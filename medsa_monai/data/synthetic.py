@@ -1,0 +1,95 @@
+"""A small seeded synthetic 3D data set in the MSD layout, shaped like MSD Task04 Hippocampus.
+
+Each volume holds one elongated, bent structure split across its long axis into two touching classes (as the
+anterior and posterior hippocampus), in a textured background with a smooth bias field and Rician noise. Like
+Task04, intensity ranges and data types differ between cases (8-bit, and float32 with arbitrary scales), so a
+pipeline must normalise per volume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["make_synthetic_dataset", "synthetic_case"]
+
+CLASS_NAMES = {"0": "background", "1": "head", "2": "tail"}
+
+
+def _rotation(rng: np.random.RandomState, max_angle: float) -> np.ndarray:
+    """A random 3D rotation matrix with angles up to ``max_angle`` radians about each axis."""
+    a, b, c = rng.uniform(-max_angle, max_angle, size=3)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def synthetic_case(shape: tuple[int, int, int], rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(image float32, label uint8)`` pair of ``shape``; label values 0, 1 (head), 2 (tail)."""
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij"), -1)
+    centre = np.array(shape) / 2 + rng.uniform(-0.12, 0.12, size=3) * np.array(shape)
+    local = (grid - centre) @ _rotation(rng, 0.35)
+    # An ellipsoid elongated along the second axis, bent by a quadratic term: a banana-like body.
+    radii = np.array([rng.uniform(0.14, 0.2), rng.uniform(0.3, 0.4), rng.uniform(0.14, 0.2)]) * np.array(shape)
+    bend = rng.uniform(-0.04, 0.04)
+    local[..., 0] -= bend * local[..., 1] ** 2
+    inside = ((local / radii) ** 2).sum(-1) <= 1.0
+    split = rng.uniform(-0.2, 0.2) * radii[1]
+    label = np.zeros(shape, dtype=np.uint8)
+    label[inside & (local[..., 1] < split)] = 1
+    label[inside & (local[..., 1] >= split)] = 2
+
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=2.0)
+    texture = texture / (texture.std() + 1e-8)
+    tissue = 100 + 12 * texture
+    tissue[label == 1] += 45 + rng.uniform(-5, 5)
+    tissue[label == 2] += 30 + rng.uniform(-5, 5)
+    tissue = ndimage.gaussian_filter(tissue, sigma=0.7)  # partial-volume blur at the borders
+    bias = np.exp(0.25 * ((grid - centre) / np.array(shape)) @ rng.uniform(-1, 1, size=3))
+    signal = tissue * bias
+    sigma = rng.uniform(6, 10)
+    noisy = np.sqrt((signal + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2)
+    return noisy.astype(np.float32), label
+
+
+def make_synthetic_dataset(output_dir: str | Path, num_cases: int = 24, shape: tuple[int, int, int] = (32, 40, 28),
+                           seed: int = 0) -> Path:
+    """Write ``num_cases`` seeded volumes as ``imagesTr/`` / ``labelsTr/`` NIfTI files and a ``dataset.json``.
+
+    Returns the data set folder. The same seed gives the same files.
+    """
+    output_dir = Path(output_dir)
+    (output_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (output_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    training = []
+    for i in range(num_cases):
+        image, label = synthetic_case(shape, rng)
+        if i % 3 == 0:  # some cases 8-bit, others float with arbitrary scales, as in Task04
+            image = np.clip(image / image.max() * 255, 0, 255).astype(np.uint8)
+        else:
+            image = (image * 10 ** rng.uniform(0, 3)).astype(np.float32)
+        affine = np.diag([1.0, 1.0, 1.0, 1.0])
+        affine[:3, 3] = rng.uniform(-50, 50, size=3)
+        name = f"synth_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, affine), output_dir / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, affine), output_dir / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    description = {
+        "name": "SyntheticHippocampus",
+        "description": "Seeded synthetic volumes shaped like MSD Task04 (medsa_monai.data.synthetic)",
+        "tensorImageSize": "3D",
+        "modality": {"0": "MRI"},
+        "labels": CLASS_NAMES,
+        "numTraining": num_cases,
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    (output_dir / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
+    return output_dir

@@ -1,0 +1,91 @@
+"""Ignite handler: Dice after k clicks, clicks to reach a Dice (NoC) and box Dice, per class, as JSON and CSV."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from ..evaluation.io import write_csv, write_json
+from ..evaluation.report import class_map
+from ..prompts.interactive import InteractiveResult, clicks_to_reach
+
+__all__ = ["InteractiveReport"]
+
+logger = logging.getLogger(__name__)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+class InteractiveReport:
+    """Summarise the sessions of an :class:`~medsa_monai.engines.InteractiveEvaluator`.
+
+    Writes ``interactive_summary.json`` (per class and averaged over classes: mean Dice after each of
+    ``report_clicks`` clicks, mean NoC at each threshold, mean box Dice) and ``interactive_cases.csv`` (every case,
+    class and click). The same figures go to ``engine.state.metrics`` (``dice_<k>_clicks``, ``noc_<t>``,
+    ``box_dice``, averaged over classes).
+    """
+
+    def __init__(self, output_dir: str | Path | None, class_names: Mapping[Any, str] | Sequence[str],
+                 report_clicks: Sequence[int] = (1, 3, 5), thresholds: Sequence[float] = (0.85, 0.9)) -> None:
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.classes = list(class_map(class_names).values())
+        self.report_clicks = tuple(report_clicks)
+        self.thresholds = tuple(thresholds)
+        self.cases: list[tuple[str, InteractiveResult]] = []
+        self.summary: dict = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self.cases.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.finish)
+
+    def collect(self, engine: Engine) -> None:
+        self.cases.extend(zip(engine.state.output["cases"], engine.state.output["results"], strict=True))
+
+    def finish(self, engine: Engine) -> None:
+        if not self.cases:
+            return
+        curves = np.stack([r.click_dice for _, r in self.cases])  # (cases, clicks, classes)
+        clicks = curves.shape[1]
+        shown = [k for k in self.report_clicks if k <= clicks]
+        per_class: dict[str, dict] = {}
+        columns = list(self.classes) + ["mean"]
+        for c, name in enumerate(columns):
+            curve = curves[:, :, c] if name != "mean" else np.nanmean(curves, axis=2)
+            entry = {"dice_after_clicks": {str(k): _nanmean(curve[:, k - 1]) for k in shown}}
+            nocs = {}
+            for t in self.thresholds:
+                per_case = np.stack([clicks_to_reach(r.click_dice, t) for _, r in self.cases])
+                nocs[f"{round(t * 100)}"] = _nanmean(per_case[:, c] if name != "mean" else np.nanmean(per_case, 1))
+            entry["noc"] = nocs
+            boxes = [r.box_dice for _, r in self.cases if r.box_dice is not None]
+            if boxes:
+                box = np.stack(boxes)
+                entry["box_dice"] = _nanmean(box[:, c] if name != "mean" else np.nanmean(box, 1))
+            per_class[name] = entry
+        self.summary = {"num_cases": len(self.cases), "num_clicks": clicks, "noc_budget": clicks,
+                        "classes": per_class}
+        mean = per_class["mean"]
+        for k, v in mean["dice_after_clicks"].items():
+            engine.state.metrics[f"dice_{k}_clicks"] = v
+        for t, v in mean["noc"].items():
+            engine.state.metrics[f"noc_{t}"] = v
+        if "box_dice" in mean:
+            engine.state.metrics["box_dice"] = mean["box_dice"]
+        logger.info("interactive, %d cases: %s", len(self.cases), ", ".join(
+            f"{k}={v:.4f}" for k, v in engine.state.metrics.items() if k.startswith(("dice_", "noc_", "box_"))))
+        if self.output_dir is None:
+            return
+        write_json(self.output_dir / "interactive_summary.json", self.summary)
+        rows = [[case, self.classes[c], k + 1, result.click_dice[k, c]]
+                for case, result in self.cases for c in range(len(self.classes)) for k in range(clicks)]
+        write_csv(self.output_dir / "interactive_cases.csv", ["case", "class", "click", "dice"], rows)

@@ -1,0 +1,112 @@
+"""Ignite handler: per-case, per-class metrics of an evaluator's predictions, saved as CSV and summary JSON."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+from .io import write_csv, write_json
+from .metrics import METRICS, case_metrics, summarize
+
+__all__ = ["SegmentationReport", "class_map", "case_name", "label_map"]
+
+logger = logging.getLogger(__name__)
+
+
+def class_map(class_names: Mapping[Any, str] | Sequence[str]) -> dict[int, str]:
+    """``{label value: name}`` from a mapping (keys may be strings, as in JSON) or a list for values 1, 2, ..."""
+    if isinstance(class_names, Mapping):
+        return {int(k): str(v) for k, v in class_names.items() if int(k) != 0}
+    return {i + 1: str(name) for i, name in enumerate(class_names)}
+
+
+def case_name(item: Mapping[str, Any], keys: Sequence[str] = ("label", "image", "pred")) -> str:
+    """The file name (without extension) that an item was loaded from, from its MetaTensor meta data."""
+    for key in keys:
+        meta = getattr(item.get(key), "meta", None) or item.get(f"{key}_meta_dict") or {}
+        source = meta.get("filename_or_obj")
+        if source:
+            name = Path(str(source)).name
+            for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".jpg", ".tif"):
+                if name.endswith(ext):
+                    return name[: -len(ext)]
+            return name
+    return "case"
+
+
+def label_map(tensor: torch.Tensor) -> np.ndarray:
+    """``(C, *spatial)`` one-hot / probabilities (argmax over C) or ``(1, *spatial)`` labels -> ``spatial`` ints."""
+    array = torch.as_tensor(tensor).detach().cpu()
+    array = array.argmax(0) if array.shape[0] > 1 else array[0]
+    return array.round().long().numpy()
+
+
+class SegmentationReport:
+    """Compute Dice, IoU, HD95 and voxel counts per case and class; write ``metrics.csv`` and ``summary.json``.
+
+    Attach to an evaluator whose (decollated) output items hold the prediction and the reference label in the same
+    space, e.g. after ``Invertd`` brought the prediction back to the original image. HD95 is in millimetres, from
+    the label's voxel spacing. The summary gives the mean, std and median of each metric per class, and the mean
+    Dice and HD95 per class also go to ``engine.state.metrics`` (``dice_<class>``, ``hd95_<class>``).
+
+    Args:
+        output_dir: where to write; ``None`` to only compute.
+        class_names: names of the foreground classes, a list for values 1, 2, ... or a ``{value: name}`` mapping.
+        pred_key, label_key: keys of the prediction and the reference in each output item.
+    """
+
+    def __init__(self, output_dir: str | Path | None, class_names: Mapping[Any, str] | Sequence[str],
+                 pred_key: str = "pred", label_key: str = "label") -> None:
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.classes = class_map(class_names)
+        self.pred_key = pred_key
+        self.label_key = label_key
+        self.cases: list[tuple[str, dict[str, dict[str, float]]]] = []
+        self.summary: dict = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.finish)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self.cases = []
+
+    def collect(self, engine: Engine) -> None:
+        output = engine.state.output
+        for item in output if isinstance(output, list) else [output]:
+            pred, label = item[self.pred_key], item[self.label_key]
+            spacing = getattr(label, "pixdim", None)
+            spacing = [float(s) for s in spacing] if spacing is not None else [1.0] * (label.ndim - 1)
+            self.cases.append((case_name(item), case_metrics(label_map(pred), label_map(label), self.classes,
+                                                             spacing)))
+
+    def finish(self, engine: Engine) -> None:
+        cases = self.cases
+        if dist.is_available() and dist.is_initialized():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, cases)
+            cases = [c for part in gathered for c in part]
+        self.summary = summarize([metrics for _, metrics in cases])
+        for name in self.classes.values():
+            for metric in ("dice", "hd95"):
+                engine.state.metrics[f"{metric}_{name}"] = self.summary.get(name, {}).get(metric, {}).get("mean")
+        if self.output_dir is None or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+            return
+        rows = [[case, cls] + [values[m] for m in METRICS] for case, metrics in cases for cls, values in
+                metrics.items()]
+        write_csv(self.output_dir / "metrics.csv", ["case", "class", *METRICS], rows)
+        write_json(self.output_dir / "summary.json", {"num_cases": len(cases), "classes": self.summary,
+                                                       "cases": dict(cases)})
+        for name in list(self.classes.values()) + ["mean"]:
+            s = self.summary.get(name, {})
+            logger.info("%s: Dice %.4f +- %.4f, HD95 %.2f mm (%d cases)", name, s["dice"]["mean"], s["dice"]["std"],
+                        s["hd95"]["mean"], len(cases))
+        logger.info("wrote %s and %s", self.output_dir / "metrics.csv", self.output_dir / "summary.json")

@@ -1,0 +1,25 @@
+"""Simulated prompts: click and box sampling from labels, and the iterative-click protocol."""
+
+from .interactive import InteractiveResult, clicks_to_reach, simulate_clicks
+from .sampling import (
+    bounding_box,
+    jittered_box,
+    next_click,
+    sample_negative_clicks,
+    sample_positive_clicks,
+    simulated_previous_logits,
+)
+from .transforms import SamplePromptsd
+
+__all__ = [
+    "InteractiveResult",
+    "SamplePromptsd",
+    "bounding_box",
+    "clicks_to_reach",
+    "jittered_box",
+    "next_click",
+    "sample_negative_clicks",
+    "sample_positive_clicks",
+    "simulate_clicks",
+    "simulated_previous_logits",
+]
