@@ -7,7 +7,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("bundle", "data", "engines", "evaluation", "networks", "prompts")
+_SUBPACKAGES = ("bundle", "data", "engines", "evaluation", "inferers", "networks", "planning", "prediction", "prompts")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .networks.presets import TRAINABLE_PRESETS
 from .networks.variants import SAM_VARIANTS
+
+logger = logging.getLogger("medsa")
+
+
+def _labels(source: str) -> dict[int, str]:
+    """``{value: name}`` from inline JSON, a ``dataset.json`` (MSD or ingested) or a ``plan.json``."""
+    path = Path(source)
+    data = json.loads(path.read_text()) if path.is_file() else json.loads(source)
+    if "label_values" in data:  # a plan
+        names = ["background", *data["class_names"]]
+        return dict(zip(data["label_values"], names, strict=True))
+    labels = data.get("labels", data)
+    return {int(k): str(v) for k, v in labels.items()}
+
+
+def _value(text: str):
+    """A command-line override value: JSON when it parses (numbers, lists, true/false/null), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -17,9 +43,6 @@ def _params(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    import json
-    from pathlib import Path
-
     from .demo import run_demo
 
     overrides = {"image_size": args.image_size} if args.image_size else {}
@@ -36,6 +59,98 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"  clicks: Dice after {clicks}; box {mean.get('box_dice', float('nan')):.3f}; "
               f"NoC@85 {mean['noc']['85']:.1f}, NoC@90 {mean['noc']['90']:.1f}")
     print(f"  predictions: {Path(args.output_dir) / 'eval' / 'predictions'}\n  overlay: {summary['overlay']}")
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    from .planning.ingest import ingest
+
+    labels = _labels(args.labels) if args.labels else None
+    path = ingest(args.source, args.output, labels=labels, modality=args.modality, tolerance=args.tolerance)
+    print(f"wrote {path}")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from .planning import assign_folds, compute_fingerprint, make_plan, write_fold_datalist
+
+    out = Path(args.output_dir)
+    fingerprint = compute_fingerprint(args.dataset, out / "fingerprint.json", seed=args.seed)
+    datalist = Path(args.datalist) if args.datalist else out / "datalist.json"
+    if not args.datalist:
+        description = json.loads(Path(args.dataset).read_text())
+        folds = assign_folds(fingerprint["classes_per_case"], args.folds, args.seed)
+        write_fold_datalist(datalist, description["training"], folds, description.get("test", []),
+                            name=description.get("name"), labels=description["labels"], num_folds=args.folds,
+                            seed=args.seed)
+    plan = make_plan(fingerprint, sam_variant=args.sam_variant, memory_gb=args.memory_gb, amp=not args.no_amp,
+                     datalist_file=str(datalist.resolve()))
+    from .evaluation.io import write_json
+
+    write_json(out / "plan.json", plan)
+    print(json.dumps({k: plan[k] for k in ("sam_variant", "image_size", "pixdim", "patch_size", "batch_size",
+                                           "sw_batch_size", "normalization")}, indent=1))
+    print(f"wrote {out / 'fingerprint.json'}, {out / 'plan.json'} and {datalist}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from monai.bundle import run
+
+    from .demo import find_bundle
+
+    bundle = Path(args.bundle) if args.bundle else find_bundle()
+    configs = bundle / "configs"
+    out = Path(args.output) / f"fold_{args.fold}"
+    overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    from .evaluation.io import write_json
+
+    write_json(out / "training_overrides.json", overrides)  # `medsa predict` rebuilds the same network from it
+    run("training", config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"), plan_file=str(Path(args.plan).resolve()), fold=args.fold,
+        bundle_root=str(out.resolve()), **({"dataset_dir": args.dataset_dir} if args.dataset_dir else {}),
+        **overrides)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .demo import find_bundle
+    from .prediction import predict_folder
+
+    overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    written = predict_folder(args.input, args.output, args.model, args.bundle or find_bundle(), args.plan,
+                             args.pattern, mirror=args.mirror, save_probabilities=args.save_probabilities,
+                             overrides=overrides)
+    print(f"wrote {len(written)} label maps to {args.output}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluation.folder import evaluate_folder
+
+    output = Path(args.output) if args.output else Path(args.pred) / "summary.json"
+    summary = evaluate_folder(args.pred, args.ref, _labels(args.labels), output)
+    for value, metrics in summary["mean"].items():
+        print(f"  {summary['class_names'][value]:>12}: Dice {metrics['Dice']:.4f}  IoU {metrics['IoU']:.4f}  "
+              f"HD95 {metrics['HD95']:.2f} mm")
+    print(f"  {'foreground':>12}: Dice {summary['foreground_mean']['Dice']:.4f}\nwrote {output}")
+
+
+def _ensemble(args: argparse.Namespace) -> None:
+    from .prediction import ensemble_folders
+
+    written = ensemble_folders(args.folders, args.output, save_probabilities_too=not args.no_probabilities)
+    print(f"wrote {len(written)} ensembled label maps to {args.output}")
+
+
+def _postprocess(args: argparse.Namespace) -> None:
+    from .evaluation.postprocessing import apply_postprocessing, determine_postprocessing
+
+    if args.action == "determine":
+        rules = determine_postprocessing(args.pred, args.ref, _labels(args.labels), args.rules)
+        for value, decision in rules["classes"].items():
+            print(f"  class {value} ({decision['name']}): Dice {decision['dice_before']:.4f} -> "
+                  f"{decision['dice_after']:.4f} with the largest component: "
+                  f"{'applied' if decision['applied'] else 'not applied'}")
+        print(f"wrote {args.rules}")
+    else:
+        written = apply_postprocessing(args.input, args.output, args.rules)
+        print(f"wrote {len(written)} post-processed label maps to {args.output}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,11 +173,86 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=None, help="SAM input side (default 96)")
     demo.add_argument("--bundle", default=None, help="bundle folder (default: bundles/medsa_hippocampus_mri)")
     demo.set_defaults(func=_demo)
+
+    ingest = commands.add_parser("ingest", help="check a data set (MSD, nnU-Net v2 or plain folder) and write a "
+                                                "datalist with absolute paths")
+    ingest.add_argument("source", help="data set folder")
+    ingest.add_argument("output", help="folder for dataset.json (and NIfTI copies of other formats)")
+    ingest.add_argument("--labels", help="{value: name} as JSON or a JSON file (plain folders)")
+    ingest.add_argument("--modality", default="unknown", help="modality of a plain folder's images (CT, MRI, ...)")
+    ingest.add_argument("--tolerance", type=float, default=1e-3, help="geometry tolerance (relative and absolute)")
+    ingest.set_defaults(func=_ingest)
+
+    plan = commands.add_parser("plan", help="fingerprint an ingested data set, plan the training, make k folds")
+    plan.add_argument("dataset", help="dataset.json written by `medsa ingest` (or an MSD dataset.json)")
+    plan.add_argument("--output-dir", default="plans")
+    plan.add_argument("--sam-variant", default="vit_b", choices=sorted(SAM_VARIANTS))
+    plan.add_argument("--memory-gb", type=float, default=24.0, help="GPU memory budget of one training process")
+    plan.add_argument("--no-amp", action="store_true", help="plan for fp32 training")
+    plan.add_argument("--folds", type=int, default=5)
+    plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--datalist", help="use this datalist with folds instead of making one")
+    plan.set_defaults(func=_plan)
+
+    train = commands.add_parser("train", help="train one fold of a planned data set (monai.bundle run training)")
+    train.add_argument("--plan", required=True)
+    train.add_argument("--fold", type=int, required=True)
+    train.add_argument("--output", default="runs", help="fold k goes to <output>/fold_k")
+    train.add_argument("--dataset-dir", help="base folder of relative datalist paths")
+    train.add_argument("--bundle", help="bundle folder (default: bundles/medsa_hippocampus_mri)")
+    train.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE", help="further config overrides")
+    train.set_defaults(func=_train)
+
+    predict = commands.add_parser("predict", help="predict a folder of images with a trained bundle")
+    predict.add_argument("--model", required=True, help="model.pt or checkpoint_epoch=N.pt")
+    predict.add_argument("--input", required=True)
+    predict.add_argument("--output", required=True)
+    predict.add_argument("--plan")
+    predict.add_argument("--bundle")
+    predict.add_argument("--pattern", default="*.nii.gz")
+    predict.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation")
+    predict.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz (for ensembles)")
+    predict.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
+                         help="config overrides (those of `medsa train` are read from its run folder)")
+    predict.set_defaults(func=_predict)
+
+    evaluate = commands.add_parser("evaluate", help="per-case, per-class metrics of a folder of predictions")
+    evaluate.add_argument("--pred", required=True)
+    evaluate.add_argument("--ref", required=True)
+    evaluate.add_argument("--labels", required=True, help="dataset.json, plan.json or {value: name} JSON")
+    evaluate.add_argument("--output", help="summary.json (default: <pred>/summary.json)")
+    evaluate.set_defaults(func=_evaluate)
+
+    ensemble = commands.add_parser("ensemble", help="average the probabilities of several prediction folders")
+    ensemble.add_argument("folders", nargs="+")
+    ensemble.add_argument("--output", required=True)
+    ensemble.add_argument("--no-probabilities", action="store_true", help="write label maps only")
+    ensemble.set_defaults(func=_ensemble)
+
+    post = commands.add_parser("postprocess", help="decide (from cross-validation) and apply largest-component "
+                                                   "post-processing")
+    post.add_argument("action", choices=["determine", "apply"])
+    post.add_argument("--pred", help="cross-validation predictions (determine)")
+    post.add_argument("--ref", help="reference labels (determine)")
+    post.add_argument("--labels", help="dataset.json, plan.json or {value: name} JSON (determine)")
+    post.add_argument("--input", help="label maps to post-process (apply)")
+    post.add_argument("--output", help="output folder (apply)")
+    post.add_argument("--rules", default="postprocessing.json")
+    post.set_defaults(func=_postprocess)
     return parser
+
+
+def _terminate(signum, frame) -> None:
+    # SIGTERM would end the process without unwinding; raising lets atomic writers delete their temporaries.
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
+                            stream=sys.stdout)
     args.func(args)
 
 

@@ -20,8 +20,8 @@ def test_params_table_matches_counts(capsys):
 
 def test_console_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "medsa_monai", "params", "--variants", "vit_tiny", "--dims", "2"],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, encoding="utf-8", errors="replace", check=True)
     assert "| vit_tiny | 2D |" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "medsa_monai", "params", "--variants", "vit_q"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert bad.returncode == 2 and "invalid choice: 'vit_q'" in bad.stderr

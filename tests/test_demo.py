@@ -14,7 +14,8 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "medsa_monai", "demo", "--output-dir", str(out), "--cases", "6", "--epochs", "2",
-         "--image-size", "32"], capture_output=True, text=True, timeout=600)
+         "--image-size", "32"], capture_output=True, text=True, encoding="utf-8", errors="replace",
+        timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "medsa demo: 1 held-out synthetic cases" in result.stdout
     assert "head: Dice" in result.stdout and "tail: Dice" in result.stdout and "NoC@85" in result.stdout

@@ -32,7 +32,8 @@ def bundle_cli(*args: str, cwd: Path | None = None, timeout: int = 300, check: b
                ) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", str(CONFIGS / "metadata.json"),
                "--logging_file", str(CONFIGS / "logging.conf")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                            timeout=timeout, cwd=cwd)
     if check and result.returncode:
         raise AssertionError(f"{' '.join(args[:2])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -155,7 +156,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path):
         process.wait()
     saved = max(int(p.stem.split("=")[1]) for p in (tmp_path / "models").glob("checkpoint_epoch=*.pt"))
     resumed = subprocess.run([*args, "--max_epochs", str(saved + 1), "--resume", "True"], capture_output=True,
-                             text=True, timeout=300)
+                             text=True, encoding="utf-8", errors="replace", timeout=300)
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert "resuming from" in log and f"checkpoint_epoch={saved}.pt" in log, log[-3000:]

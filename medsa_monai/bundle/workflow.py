@@ -17,7 +17,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 
 from ..networks.variants import get_sam_variant
 
-__all__ = ["resolve_sam_checkpoint", "latest_checkpoint", "prepare_training", "TimeBudget"]
+__all__ = ["default_sam_checkpoint", "resolve_sam_checkpoint", "latest_checkpoint", "prepare_training", "TimeBudget"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,12 @@ def _none_on_command_line(key: str, argv: list[str] | None = None) -> bool:
     flag = f"--{key}"
     return any((arg == flag and i + 1 < len(argv) and argv[i + 1] == "None") or arg == f"{flag}=None"
                for i, arg in enumerate(argv))
+
+
+def default_sam_checkpoint(bundle_root: str | Path, variant: str) -> str | None:
+    """``<bundle_root>/models/<official file name>`` of ``variant``, or ``None`` for a variant with no release."""
+    spec = get_sam_variant(variant)
+    return str(Path(bundle_root) / "models" / spec.official_file) if spec.official_file else None
 
 
 def resolve_sam_checkpoint(path: str | Path | None, variant: str) -> str | None:

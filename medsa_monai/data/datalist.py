@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["load_datalist", "check_files", "split_cases"]
 
 
 def load_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = None, key: str = "training",
-                  keys: Sequence[str] = ("image", "label")) -> list[dict]:
+                  keys: Sequence[str] = ("image", "label"), missing: str = "error") -> list[dict]:
     """Read the ``key`` list of a decathlon-format datalist with paths made absolute, and check the files exist.
 
     Args:
@@ -20,6 +23,8 @@ def load_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = No
         datalist_file: the datalist; ``None`` means ``<dataset_dir>/dataset.json`` (the MSD layout).
         key: which list to read (``training``, ``validation``, ``test``).
         keys: the file keys each item must have.
+        missing: ``"error"`` (default) raises for missing files, naming them; ``"skip"`` leaves those cases out
+            with a warning (e.g. the 260-case Task04 datalist on a subset of the data).
     """
     dataset_dir = Path(dataset_dir)
     path = Path(datalist_file) if datalist_file is not None else dataset_dir / "dataset.json"
@@ -31,20 +36,36 @@ def load_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = No
                                        base_dir=str(dataset_dir))
     except ValueError as err:
         raise ValueError(f"datalist '{path}': {err}") from err
+    if missing == "skip":
+        kept = [item for item in data if all(Path(str(f)).is_file() for k in keys for f in _files(item.get(k)))]
+        if len(kept) < len(data):
+            logger.warning("%d of %d cases of '%s' have missing files and are left out", len(data) - len(kept),
+                           len(data), path)
+        data = kept
+    elif missing != "error":
+        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     check_files(data, keys)
     return data
+
+
+def _files(value) -> list:
+    if value is None:
+        return [None]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def check_files(data: Sequence[dict], keys: Sequence[str] = ("image", "label")) -> None:
     """Raise ``FileNotFoundError`` listing every missing key or file, by case."""
     problems = []
     for i, item in enumerate(data):
-        case = Path(str(item.get("image", f"item {i}"))).name
+        first = _files(item.get("image", f"item {i}"))[0]
+        case = Path(str(first)).name
         for key in keys:
             if key not in item:
                 problems.append(f"{case}: no '{key}' entry")
-            elif not Path(str(item[key])).is_file():
-                problems.append(f"{case}: {key} file '{item[key]}' does not exist")
+            else:
+                problems += [f"{case}: {key} file '{f}' does not exist" for f in _files(item[key])
+                             if not Path(str(f)).is_file()]
     if problems:
         raise FileNotFoundError(f"{len(problems)} problem(s) in the datalist:\n  " + "\n  ".join(problems))
 

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
+from ..data.writers import case_name as file_case_name
 from .io import write_csv, write_json
 from .metrics import METRICS, case_metrics, summarize
 
@@ -28,16 +29,11 @@ def class_map(class_names: Mapping[Any, str] | Sequence[str]) -> dict[int, str]:
 
 
 def case_name(item: Mapping[str, Any], keys: Sequence[str] = ("label", "image", "pred")) -> str:
-    """The file name (without extension) that an item was loaded from, from its MetaTensor meta data."""
+    """The case name (file name without extension) an output item was loaded from, from its MetaTensor meta data."""
     for key in keys:
         meta = getattr(item.get(key), "meta", None) or item.get(f"{key}_meta_dict") or {}
-        source = meta.get("filename_or_obj")
-        if source:
-            name = Path(str(source)).name
-            for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".jpg", ".tif"):
-                if name.endswith(ext):
-                    return name[: -len(ext)]
-            return name
+        if meta.get("filename_or_obj"):
+            return file_case_name(meta["filename_or_obj"])
     return "case"
 
 

@@ -1,0 +1,126 @@
+"""The nnU-Net-style pipeline end to end through ``medsa``: ingest, plan, train two folds, predict (mirroring,
+probabilities), evaluate, ensemble, post-process; an interrupted predict leaves no partial file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medsa_monai.data import load_probabilities, make_synthetic_dataset
+
+SHAPE = (16, 20, 12)
+TRAIN_SET = ["trainable=full", "sam_checkpoint=none", "max_epochs=1", "val_interval=1", "num_workers=0",
+             "progress_bar=false"]
+
+
+def medsa(*args: str, timeout: int = 600) -> str:
+    result = subprocess.run([sys.executable, "-m", "medsa_monai", *args], capture_output=True, text=True,
+                            encoding="utf-8", errors="replace", timeout=timeout)
+    assert result.returncode == 0, f"medsa {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pipeline")
+    data = make_synthetic_dataset(root / "data", num_cases=6, shape=SHAPE, seed=5)
+    medsa("ingest", str(data), str(root / "ingested"))
+    out = medsa("plan", str(root / "ingested" / "dataset.json"), "--output-dir", str(root / "plan"),
+                "--sam-variant", "vit_tiny", "--memory-gb", "8", "--folds", "2")
+    assert '"image_size": 96' in out
+    plan = root / "plan" / "plan.json"
+    for fold in (0, 1):
+        medsa("train", "--plan", str(plan), "--fold", str(fold), "--output", str(root / "runs"), "--set", *TRAIN_SET)
+    return {"root": root, "data": data, "plan": plan}
+
+
+def test_plan_datalist_and_trained_folds(pipeline):
+    root = pipeline["root"]
+    datalist = json.loads((root / "plan" / "datalist.json").read_text())
+    folds = [item["fold"] for item in datalist["training"]]
+    assert sorted(folds) == [0, 0, 0, 1, 1, 1]
+    plan = json.loads(pipeline["plan"].read_text())
+    assert plan["datalist_file"] == str((root / "plan" / "datalist.json").resolve())
+    for fold in (0, 1):
+        assert (root / "runs" / f"fold_{fold}" / "models" / "model.pt").is_file()
+        log_dir = root / "runs" / f"fold_{fold}" / "eval" / "tensorboard"
+        assert list(log_dir.iterdir())
+
+
+def test_predict_evaluate_ensemble_postprocess(pipeline):
+    root, data, plan = pipeline["root"], pipeline["data"], str(pipeline["plan"])
+    for fold, extra in ((0, ["--mirror"]), (1, [])):
+        medsa("predict", "--model", str(root / "runs" / f"fold_{fold}" / "models" / "model.pt"), "--input",
+              str(data / "imagesTr"), "--output", str(root / f"pred{fold}"), "--plan", plan, "--save-probabilities",
+              *extra)
+    names = sorted(p.name for p in (root / "pred0").glob("*.nii.gz"))
+    assert names == sorted(p.name for p in (data / "imagesTr").glob("*.nii.gz"))
+    for name in names:
+        pred, source = nib.load(root / "pred0" / name), nib.load(data / "imagesTr" / name)
+        assert pred.shape == source.shape and np.allclose(pred.affine, source.affine)
+        probs, affine = load_probabilities(root / "pred0" / name.replace(".nii.gz", ".npz"))
+        assert probs.shape == (3, *SHAPE) and np.allclose(probs.sum(0), 1, atol=1e-2)
+        assert np.array_equal(np.asarray(pred.dataobj), probs.argmax(0))
+
+    out = medsa("evaluate", "--pred", str(root / "pred0"), "--ref", str(data / "labelsTr"), "--labels", plan)
+    summary = json.loads((root / "pred0" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2"} and len(summary["metric_per_case"]) == 6
+    assert {"Dice", "IoU", "HD95", "TP", "FP", "FN", "TN", "n_pred", "n_ref"} <= set(summary["mean"]["1"])
+    assert "head" in out and "foreground" in out
+
+    medsa("ensemble", str(root / "pred0"), str(root / "pred1"), "--output", str(root / "ensemble"))
+    case = names[0].replace(".nii.gz", "")
+    averaged, _ = load_probabilities(root / "ensemble" / f"{case}.npz")
+    first, _ = load_probabilities(root / "pred0" / f"{case}.npz")
+    second, _ = load_probabilities(root / "pred1" / f"{case}.npz")
+    assert np.allclose(averaged, (first + second) / 2, atol=2e-3)
+    assert np.array_equal(np.asarray(nib.load(root / "ensemble" / f"{case}.nii.gz").dataobj), averaged.argmax(0))
+
+    rules = root / "postprocessing.json"
+    medsa("postprocess", "determine", "--pred", str(root / "pred0"), "--ref", str(data / "labelsTr"), "--labels",
+          plan, "--rules", str(rules))
+    decisions = json.loads(rules.read_text())
+    assert set(decisions["classes"]) == {"1", "2"} and decisions["num_cases"] == 6
+    medsa("postprocess", "apply", "--input", str(root / "ensemble"), "--output", str(root / "final"), "--rules",
+          str(rules))
+    assert sorted(p.name for p in (root / "final").glob("*.nii.gz")) == names
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_interrupted_predict_leaves_no_partial_file(pipeline, tmp_path, how):
+    many = tmp_path / "many"
+    many.mkdir()
+    source = sorted((pipeline["data"] / "imagesTr").glob("*.nii.gz"))
+    for i in range(20):
+        os.symlink(source[i % len(source)], many / f"copy_{i:03d}.nii.gz")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "medsa_monai", "predict", "--model",
+            str(pipeline["root"] / "runs" / "fold_0" / "models" / "model.pt"), "--input", str(many), "--output",
+            str(out), "--plan", str(pipeline["plan"]), "--save-probabilities", "--mirror"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out.is_dir() and len(list(out.glob("*.nii.gz"))) >= 2):
+        assert time.time() < deadline and process.poll() is None, "predict wrote nothing in time"
+        time.sleep(0.05)
+    process.send_signal(getattr(signal, how))
+    process.wait(timeout=60)
+    finished = sorted(out.glob("*.nii.gz"))
+    assert 0 < len(finished) < 20
+    for path in finished:  # everything in place is complete
+        assert np.asarray(nib.load(path).dataobj).shape == SHAPE
+    temporaries = [p for p in out.iterdir() if p.name.startswith(".")]
+    if how == "SIGTERM":
+        assert not temporaries  # cleaned up on the way out
+    else:
+        subprocess.run(args, check=True, capture_output=True, timeout=600)  # a rerun removes what SIGKILL left
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]
+        assert len(list(out.glob("*.nii.gz"))) == 20
