@@ -69,6 +69,13 @@ def _ingest(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _ingest_ph2(args: argparse.Namespace) -> None:
+    from .planning import convert_ph2
+
+    names = convert_ph2(args.source, args.output, scale=args.scale)
+    print(f"wrote {len(names)} images and masks to {Path(args.output) / 'images'} and {Path(args.output) / 'masks'}")
+
+
 def _plan(args: argparse.Namespace) -> None:
     from .planning import assign_folds, compute_fingerprint, make_plan, write_fold_datalist
 
@@ -153,6 +160,42 @@ def _postprocess(args: argparse.Namespace) -> None:
         print(f"wrote {len(written)} post-processed label maps to {args.output}")
 
 
+def _bundle_pack(args: argparse.Namespace) -> None:
+    from .bundle.packaging import pack_bundle
+
+    print(f"wrote {pack_bundle(args.bundle_dir, args.output)}")
+
+
+def _bundle_unpack(args: argparse.Namespace) -> None:
+    from .bundle.packaging import unpack_bundle
+
+    print(f"unpacked and verified {unpack_bundle(args.zip, args.target)}")
+
+
+def _bundle_verify(args: argparse.Namespace) -> None:
+    from .bundle.packaging import verify_bundle
+
+    print(f"{len(verify_bundle(args.bundle_dir))} files match {Path(args.bundle_dir) / 'checksums.sha256'}")
+
+
+def _bundle_fetch(args: argparse.Namespace) -> None:
+    from .bundle.large_files import fetch_large_file
+
+    print(f"have {fetch_large_file(args.bundle_dir, args.name)}")
+
+
+def _bundle_export(args: argparse.Namespace) -> None:
+    from .bundle.export import export_torchscript
+
+    root = Path(args.bundle_dir)
+    path = export_torchscript(str(root / "configs" / "inference.json"), args.ckpt or root / "models" / "model.pt",
+                              args.output or root / "models" / "model.ts", str(root / "configs" / "metadata.json"),
+                              input_shape=args.input_shape, device=args.device, bundle_root=str(root),
+                              **{k: v for k, v in (("sam_variant", args.sam_variant), ("image_size", args.image_size))
+                                 if v is not None})
+    print(f"wrote {path} (checked against the eager network)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medsa", description="Adapt a frozen SAM to medical images (MONAI).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--modality", default="unknown", help="modality of a plain folder's images (CT, MRI, ...)")
     ingest.add_argument("--tolerance", type=float, default=1e-3, help="geometry tolerance (relative and absolute)")
     ingest.set_defaults(func=_ingest)
+
+    ph2 = commands.add_parser("ingest-ph2", help="convert the public PH2 release to images/ and masks/ PNG folders")
+    ph2.add_argument("source", help="the unpacked PH2 download (holds IMDnnn/IMDnnn_Dermoscopic_Image/IMDnnn.bmp)")
+    ph2.add_argument("output", help="folder for images/ and masks/")
+    ph2.add_argument("--scale", type=float, default=1.0, help="resize factor (0.5: half resolution)")
+    ph2.set_defaults(func=_ingest_ph2)
 
     plan = commands.add_parser("plan", help="fingerprint an ingested data set, plan the training, make k folds")
     plan.add_argument("dataset", help="dataset.json written by `medsa ingest` (or an MSD dataset.json)")
@@ -239,6 +288,38 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--output", help="output folder (apply)")
     post.add_argument("--rules", default="postprocessing.json")
     post.set_defaults(func=_postprocess)
+
+    bundle = commands.add_parser("bundle", help="pack a trained bundle into a zip to share, unpack or verify one")
+    bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
+    pack = bundle_commands.add_parser("pack", help="write <name>_v<version>.zip with checksums (large files and "
+                                                   "outputs left out), the layout `monai.bundle download` unzips")
+    pack.add_argument("bundle_dir")
+    pack.add_argument("--output", default=None, help="folder for the zip (default: the current folder)")
+    pack.set_defaults(func=_bundle_pack)
+    unpack = bundle_commands.add_parser("unpack", help="unpack a bundle zip safely (refuses paths outside the "
+                                                       "target) and verify its checksums")
+    unpack.add_argument("zip")
+    unpack.add_argument("target", help="the bundle lands in <target>/<name>")
+    unpack.set_defaults(func=_bundle_unpack)
+    verify = bundle_commands.add_parser("verify", help="check a bundle's files against its checksums.sha256")
+    verify.add_argument("bundle_dir")
+    verify.set_defaults(func=_bundle_verify)
+    fetch = bundle_commands.add_parser("fetch", help="download one file of the bundle's large_files.yml (a SAM "
+                                                     "checkpoint) and check its hash")
+    fetch.add_argument("bundle_dir")
+    fetch.add_argument("name", nargs="?", default="vit_b", help="a SAM variant (vit_b, vit_l, vit_h) or a file name")
+    fetch.set_defaults(func=_bundle_fetch)
+    export = bundle_commands.add_parser("export", help="trace the automatic-mode network to TorchScript, check it "
+                                                       "against the eager network, save it with the bundle metadata")
+    export.add_argument("bundle_dir")
+    export.add_argument("--ckpt", default=None, help="weights (default: <bundle>/models/model.pt)")
+    export.add_argument("--output", default=None, help="TorchScript file (default: <bundle>/models/model.ts)")
+    export.add_argument("--input-shape", type=int, nargs="+", default=None, help="example input, e.g. 1 3 288 384 "
+                        "(default: from the metadata)")
+    export.add_argument("--device", default="cpu", help="where to trace; the model runs on that device type")
+    export.add_argument("--sam-variant", default=None, help="override the bundle's sam_variant")
+    export.add_argument("--image-size", type=int, default=None, help="override the bundle's image_size")
+    export.set_defaults(func=_bundle_export)
     return parser
 
 

@@ -6,6 +6,7 @@
 #                                  setup.cfg itself only asks for torch>=2.1, torchvision>=0.16)
 #   PYTHON                         the interpreter that creates the environment (default: python3)
 #   VENV                           where the environment goes (default: .venv)
+#   MONAILABEL                     0 to skip MONAI Label 0.8.5 (the [monailabel] extra; default: installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,17 @@ pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-
 # built for another torch fails at import ("operator torchvision::nms does not exist").
 pip_install "$TORCH_SPEC" "$TORCHVISION_SPEC"
 pip_install -e ".[test]"
-"$VENV/bin/python" -c "import torch, torchvision, monai, segment_anything, medsa_monai; \
+
+# MONAI Label 0.8.5 (the [monailabel] extra; MONAILABEL=0 skips it). monailabel and pydicom-seg come without their
+# own requirements, which would downgrade numpy (pydicom-seg pins numpy<2) and pull sam2 and mlflow; the extra brings
+# what the server needs. pip then notes the requirements it left out ("monailabel 0.8.5 requires ..."): expected.
+left_out() { grep -v -E "dependency resolver does not currently|following dependency conflicts|^(monailabel \
+0\.8\.5|pydicom-seg 0\.4\.1) requires" || true; }
+if [ "${MONAILABEL:-1}" != 0 ]; then
+  pip_install --no-deps "monailabel==0.8.5" "pydicom-seg==0.4.1" | left_out
+  pip_install -e ".[test,monailabel]" | left_out
+fi
+"$VENV/bin/python" -c "import importlib.metadata as m, torch, torchvision, monai, segment_anything, medsa_monai; \
+label = next((f', monailabel {d.version}' for d in m.distributions() if d.metadata['Name'] == 'monailabel'), ''); \
 print(f'medsa-monai {medsa_monai.__version__}: torch {torch.__version__}, torchvision {torchvision.__version__}, \
-monai {monai.__version__}')"
+monai {monai.__version__}{label}')"

@@ -130,3 +130,21 @@ def test_vit_b_official_builder_matches(tmp_path):
     image = torch.rand(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(4))
     ref = official.image_encoder(official.preprocess(image[0] * 255)[None])
     assert (net.encode(image) - ref).abs().max() < TOL
+
+
+@torch.no_grad()
+def test_samda_decoder_adapter_starts_as_sam(tiny_checkpoint, tiny_state):
+    """SAM-DA's adapter (zero gate, identity linear) leaves SAM's output unchanged at initialisation."""
+    ref = reference_sam(256, **TINY)
+    ref.load_state_dict(resize_position_tables(tiny_state, ref.state_dict()))
+    net = MedSA(2, 3, 2, "vit_tiny", tiny_checkpoint, image_size=256, trainable="samda").eval()
+    assert net.mask_decoder.transformer.layers[1].samda_adapter is not None
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    boxes = torch.tensor([[[20.0, 30.0, 200.0, 180.0]]])
+    logits, low_res = net.predict(image, boxes=boxes)
+    ref_low, ref_full = _sam_outputs(ref, image[0], box_xyxy=boxes[0, 0][[1, 0, 3, 2]])
+    assert (low_res[0, 0] - ref_low[0, 0]).abs().max() < TOL
+    assert (logits[0, 1] - ref_full[0, 0]).abs().max() < TOL
+    adapter = net.mask_decoder.transformer.layers[0].samda_adapter
+    adapter.gate.fill_(0.5)  # once trained, the adapter changes the output
+    assert (net.predict(image, boxes=boxes)[1] - low_res).abs().max() > 10 * TOL

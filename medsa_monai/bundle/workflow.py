@@ -56,8 +56,8 @@ def resolve_sam_checkpoint(path: str | Path | None, variant: str) -> str | None:
     if path.is_file():
         return str(path)
     spec = get_sam_variant(variant)
-    how = (f"download {spec.official_url} to '{path}' (or run `python -m monai.bundle download_large_files "
-           f"--bundle_path <bundle>` with internet)" if spec.official_url else
+    how = (f"download {spec.official_url} to '{path}' (or run `medsa bundle fetch <bundle> {variant}` with "
+           f"internet)" if spec.official_url else
            f"'{variant}' has no official checkpoint")
     raise FileNotFoundError(f"SAM checkpoint '{path}' not found: {how}; or pass --sam_checkpoint <file>, or "
                             f"--sam_checkpoint None to start from random frozen weights")
@@ -96,6 +96,12 @@ class ValidationRecord:
         self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
         for saver, record in zip(self.savers, state["savers"], strict=False):
             saver._key_metric_checkpoint.load_state_dict(record)
+
+
+def _validate_last_epoch(trainer: Engine, evaluator: Engine, val_interval: int) -> None:
+    """Run ``evaluator`` after the last epoch when the validation interval skipped it."""
+    if trainer.state.epoch == trainer.state.max_epochs and trainer.state.epoch % max(1, int(val_interval)):
+        evaluator.run(trainer.state.epoch)
 
 
 def _remove_older_checkpoints(engine: Engine, ckpt_dir: Path) -> None:
@@ -161,7 +167,9 @@ def prepare_training(
     - with ``early_stop_patience``, training stops when ``key_metric`` of ``evaluator`` has not improved for that
       many validations;
     - with ``time_budget_minutes``, training stops (after a last validation) before an epoch would overrun it;
-    - with ``progress_bar``, ignite's progress bar (rank 0 only).
+    - with ``progress_bar``, ignite's progress bar (rank 0 only);
+    - the last epoch is always validated (so ``model.pt`` is written even when ``max_epochs`` is not a multiple of
+      ``val_interval``, as when MONAI Label overrides ``train#trainer#max_epochs``).
 
     Handlers in ``train#handlers`` must be plain handler configs (MONAI Label inserts its own), which is why these
     conditional ones are attached here.
@@ -169,6 +177,8 @@ def prepare_training(
     state = dict(state)
     if evaluator is not None:
         state["validation"] = ValidationRecord(evaluator, val_handlers)
+        # before the per-epoch checkpoint below, so that it records this validation too
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, _validate_last_epoch, evaluator, val_interval)
     if resume:
         path = latest_checkpoint(ckpt_dir)
         CheckpointLoader(load_path=str(path), load_dict=state, map_location="cpu").attach(trainer)

@@ -1,10 +1,33 @@
 """Data: datalists and splits, pair checks, atomic writers, the synthetic demo data set."""
 
-from .checks import CheckImageLabeld
-from .datalist import check_files, load_datalist, split_cases
-from .synthetic import make_synthetic_dataset, synthetic_case
-from .writers import AtomicNibabelWriter, SaveProbabilitiesd, load_probabilities, save_label_map, save_probabilities
+from .checks import CheckImageChannelsd, CheckImageLabeld
+from .datalist import check_files, image_mask_pairs, load_datalist, split_cases
+from .spacing import Spacingd
+from .synthetic import make_synthetic_dataset, make_synthetic_lesion_folder, synthetic_case
+from .writers import (
+    AtomicNibabelWriter,
+    AtomicPILWriter,
+    SaveProbabilitiesd,
+    load_probabilities,
+    save_label_map,
+    save_probabilities,
+)
 
-__all__ = ["AtomicNibabelWriter", "CheckImageLabeld", "SaveProbabilitiesd", "check_files", "load_datalist",
-           "load_probabilities", "make_synthetic_dataset", "save_label_map", "save_probabilities", "split_cases",
-           "synthetic_case"]
+__all__ = [
+    "AtomicNibabelWriter",
+    "AtomicPILWriter",
+    "CheckImageChannelsd",
+    "CheckImageLabeld",
+    "SaveProbabilitiesd",
+    "Spacingd",
+    "check_files",
+    "image_mask_pairs",
+    "load_datalist",
+    "load_probabilities",
+    "make_synthetic_dataset",
+    "make_synthetic_lesion_folder",
+    "save_label_map",
+    "save_probabilities",
+    "split_cases",
+    "synthetic_case",
+]

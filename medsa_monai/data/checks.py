@@ -8,7 +8,33 @@ from pathlib import Path
 import torch
 from monai.transforms import MapTransform
 
-__all__ = ["CheckImageLabeld"]
+__all__ = ["CheckImageLabeld", "CheckImageChannelsd"]
+
+
+def _source(tensor, fallback: str = "?") -> str:
+    return Path(str(getattr(tensor, "meta", {}).get("filename_or_obj", fallback))).name
+
+
+def check_channels(image, channels: int) -> None:
+    """Raise ``ValueError`` naming the file when ``image`` (channel first) does not have ``channels`` channels."""
+    if image.shape[0] != channels:
+        raise ValueError(f"case '{_source(image)}': the image has {image.shape[0]} channel(s), this bundle expects "
+                         f"{channels}")
+
+
+class CheckImageChannelsd(MapTransform):
+    """Check that each image (channel first, after ``EnsureChannelFirstd``) has ``channels`` channels, e.g. that an
+    RGB bundle gets no grey image; the error names the file."""
+
+    def __init__(self, keys="image", channels: int = 3) -> None:
+        super().__init__(keys)
+        self.channels = channels
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            check_channels(d[key], self.channels)
+        return d
 
 
 class CheckImageLabeld(MapTransform):
@@ -17,23 +43,26 @@ class CheckImageLabeld(MapTransform):
     Args:
         image_key, label_key: the keys of the pair.
         labels: the label values the data set declares (e.g. ``{0: background, 1: ..., 2: ...}`` or ``[0, 1, 2]``).
+        image_channels: the channels the image must have (3 for an RGB bundle); ``None`` for any.
 
     Raises:
-        ValueError: naming the case file, for a shape mismatch or undeclared label values.
+        ValueError: naming the case file, for a shape mismatch, a wrong channel count or undeclared label values.
     """
 
     def __init__(self, image_key: str = "image", label_key: str = "label",
-                 labels: Mapping | Iterable[int] = (0, 1)) -> None:
+                 labels: Mapping | Iterable[int] = (0, 1), image_channels: int | None = None) -> None:
         super().__init__([image_key, label_key])
         self.image_key = image_key
         self.label_key = label_key
         self.allowed = sorted(int(v) for v in labels)
+        self.image_channels = image_channels
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         image, label = d[self.image_key], d[self.label_key]
-        meta = getattr(label, "meta", {}) or getattr(image, "meta", {})
-        case = Path(str(meta.get("filename_or_obj", "?"))).name
+        case = _source(label, _source(image))
+        if self.image_channels is not None:
+            check_channels(image, self.image_channels)
         if label.shape[0] != 1:
             raise ValueError(f"case '{case}': the label has {label.shape[0]} channels, expected 1 (a label map)")
         if tuple(image.shape[1:]) != tuple(label.shape[1:]):

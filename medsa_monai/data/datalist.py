@@ -11,7 +11,9 @@ from monai.data import load_decathlon_datalist
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_datalist", "check_files", "split_cases"]
+__all__ = ["load_datalist", "check_files", "split_cases", "image_mask_pairs"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def load_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = None, key: str = "training",
@@ -87,3 +89,31 @@ def split_cases(data: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, 
     n_val = int(round(len(ordered) * val_fraction))
     val = {int(i) for i in order[:n_val]}
     return [d for i, d in enumerate(ordered) if i not in val], [d for i, d in enumerate(ordered) if i in val]
+
+
+def image_mask_pairs(dataset_dir: str | Path, images: str = "images", masks: str | None = "masks") -> list[dict]:
+    """``{"image", "label"}`` items of a folder of 2D images and masks matched by file name (any image suffix).
+
+    ``masks=None`` (or a missing masks folder) lists the images alone, for inference. Raises
+    ``FileNotFoundError`` naming every image without a mask and every mask without an image.
+    """
+    root = Path(dataset_dir)
+    image_dir = root / images
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder '{image_dir}' does not exist")
+
+    def listing(folder: Path) -> dict[str, Path]:
+        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+                and not p.name.startswith(".")}
+
+    found = listing(image_dir)
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in '{image_dir}'")
+    if masks is None or not (root / masks).is_dir():
+        return [{"image": str(p)} for p in found.values()]
+    mask_files = listing(root / masks)
+    problems = [f"{p.name}: no mask in '{root / masks}'" for s, p in found.items() if s not in mask_files]
+    problems += [f"{p.name}: a mask without an image in '{image_dir}'" for s, p in mask_files.items() if s not in found]
+    if problems:
+        raise FileNotFoundError(f"{len(problems)} problem(s) pairing images and masks:\n  " + "\n  ".join(problems))
+    return [{"image": str(found[s]), "label": str(mask_files[s])} for s in found]

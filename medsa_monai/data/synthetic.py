@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["make_synthetic_dataset", "synthetic_case"]
+__all__ = ["make_synthetic_dataset", "synthetic_case", "make_synthetic_lesion_folder"]
 
 CLASS_NAMES = {"0": "background", "1": "head", "2": "tail"}
 
@@ -92,4 +92,32 @@ def make_synthetic_dataset(output_dir: str | Path, num_cases: int = 24, shape: t
         "test": [],
     }
     (output_dir / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
+    return output_dir
+
+
+def make_synthetic_lesion_folder(output_dir: str | Path, num_images: int = 8, size: tuple[int, int] = (72, 96),
+                                 seed: int = 0) -> Path:
+    """A folder of dermoscopy-like RGB images (``images/``) with lesion masks (``masks/``, 0 / 255), seeded: a
+    brownish irregular blob on skin-coloured, textured background. For the skin-lesion bundle's tests and demos."""
+    from PIL import Image
+
+    output_dir = Path(output_dir)
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    (output_dir / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    for i in range(num_images):
+        cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
+        angle = np.arctan2(yy - cy, xx - cx)
+        radius = min(h, w) * rng.uniform(0.18, 0.3) * (1 + 0.15 * np.sin(3 * angle + rng.uniform(0, 6)))
+        lesion = np.hypot(yy - cy, xx - cx) < radius
+        skin = np.array([220, 170, 140]) + rng.uniform(-20, 20, size=3)
+        texture = ndimage.gaussian_filter(rng.standard_normal((h, w)), 2.0)[..., None] * 12
+        image = np.broadcast_to(skin, (h, w, 3)) + texture
+        image[lesion] = np.array([120, 70, 50]) + rng.uniform(-15, 15, size=3) + texture[lesion]
+        image = ndimage.gaussian_filter(image, sigma=(1.0, 1.0, 0))
+        name = f"lesion_{i:03d}.png"
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(output_dir / "images" / name)
+        Image.fromarray((lesion * 255).astype(np.uint8)).save(output_dir / "masks" / name)
     return output_dir

@@ -10,12 +10,12 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import NibabelWriter
+from monai.data import NibabelWriter, PILWriter
 from monai.transforms import MapTransform
 
 from .atomic import atomic_path
 
-__all__ = ["AtomicNibabelWriter", "save_label_map", "save_probabilities", "load_probabilities",
+__all__ = ["AtomicNibabelWriter", "AtomicPILWriter", "save_label_map", "save_probabilities", "load_probabilities",
            "SaveProbabilitiesd", "case_name"]
 
 logger = logging.getLogger(__name__)
@@ -32,14 +32,22 @@ def case_name(source) -> str:
     return name
 
 
-class AtomicNibabelWriter(NibabelWriter):
-    """MONAI's ``NibabelWriter`` whose output appears whole or not at all (for ``SaveImaged(writer=...)``)."""
+class _AtomicWrite:
+    """Mixin for MONAI image writers: the output appears whole or not at all."""
 
     def write(self, filename, verbose: bool = False, **obj_kwargs) -> None:
         with atomic_path(filename) as tmp:
             super().write(str(tmp), verbose=False, **obj_kwargs)
         if verbose:
             logger.info("wrote %s", filename)
+
+
+class AtomicNibabelWriter(_AtomicWrite, NibabelWriter):
+    """MONAI's ``NibabelWriter``, atomic (for ``SaveImaged(writer=...)``)."""
+
+
+class AtomicPILWriter(_AtomicWrite, PILWriter):
+    """MONAI's ``PILWriter`` (PNG, JPEG...), atomic (for ``SaveImaged(writer=...)``)."""
 
 
 def save_label_map(path: str | Path, labels: np.ndarray, affine: np.ndarray) -> Path:

@@ -1,6 +1,8 @@
-"""Ignite engines beyond MONAI's: the interactive (iterative-click) evaluator and its report."""
+"""Ignite engines beyond MONAI's: interactive (iterative-click) evaluation and test-time adaptation."""
 
 from .interactive import InteractiveEvaluator
 from .interactive_report import InteractiveReport
+from .test_time_adaptation import TestTimeAdaptation, prediction_entropy, view_augmentation
 
-__all__ = ["InteractiveEvaluator", "InteractiveReport"]
+__all__ = ["InteractiveEvaluator", "InteractiveReport", "TestTimeAdaptation", "prediction_entropy",
+           "view_augmentation"]

@@ -48,9 +48,10 @@ class SegmentationReport:
     """Compute Dice, IoU, HD95 and voxel counts per case and class; write ``metrics.csv`` and ``summary.json``.
 
     Attach to an evaluator whose (decollated) output items hold the prediction and the reference label in the same
-    space, e.g. after ``Invertd`` brought the prediction back to the original image. HD95 is in millimetres, from
-    the label's voxel spacing. The summary gives the mean, std and median of each metric per class, and the mean
-    Dice and HD95 per class also go to ``engine.state.metrics`` (``dice_<class>``, ``hd95_<class>``).
+    space, e.g. after ``Invertd`` brought the prediction back to the original image. HD95 is in the units of the
+    label's voxel spacing: millimetres for medical volumes, pixels for images without a physical spacing (PNG).
+    The summary gives the mean, std and median of each metric per class, and the mean Dice and HD95 per class
+    also go to ``engine.state.metrics`` (``dice_<class>``, ``hd95_<class>``).
 
     Args:
         output_dir: where to write; ``None`` to only compute.
@@ -78,7 +79,9 @@ class SegmentationReport:
     def collect(self, engine: Engine) -> None:
         output = engine.state.output
         for item in output if isinstance(output, list) else [output]:
-            pred, label = item[self.pred_key], item[self.label_key]
+            pred, label = item[self.pred_key], item.get(self.label_key)
+            if label is None:  # unlabelled data (inference, test-time adaptation): nothing to measure
+                continue
             spacing = getattr(label, "pixdim", None)
             spacing = [float(s) for s in spacing] if spacing is not None else [1.0] * (label.ndim - 1)
             self.cases.append((case_name(item), case_metrics(label_map(pred), label_map(label), self.classes,
@@ -90,6 +93,8 @@ class SegmentationReport:
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, cases)
             cases = [c for part in gathered for c in part]
+        if not cases:
+            return
         self.summary = summarize([metrics for _, metrics in cases])
         for name in self.classes.values():
             for metric in ("dice", "hd95"):
@@ -103,6 +108,6 @@ class SegmentationReport:
                                                        "cases": dict(cases)})
         for name in list(self.classes.values()) + ["mean"]:
             s = self.summary.get(name, {})
-            logger.info("%s: Dice %.4f +- %.4f, HD95 %.2f mm (%d cases)", name, s["dice"]["mean"], s["dice"]["std"],
+            logger.info("%s: Dice %.4f +- %.4f, HD95 %.2f (%d cases)", name, s["dice"]["mean"], s["dice"]["std"],
                         s["hd95"]["mean"], len(cases))
         logger.info("wrote %s and %s", self.output_dir / "metrics.csv", self.output_dir / "summary.json")

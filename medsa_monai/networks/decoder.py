@@ -8,6 +8,7 @@ from segment_anything.modeling.transformer import TwoWayAttentionBlock
 from torch import nn
 
 from .adapters import Adapter
+from .decoder_adapter import DecoderPromptAdapter
 from .hyper_prompt import HyperPromptAdapter
 
 __all__ = ["MedSADecoderBlock", "MedSAMaskDecoder", "build_mask_decoder"]
@@ -27,6 +28,7 @@ class MedSADecoderBlock(TwoWayAttentionBlock):
         keys    = keys + cross_attn_image_to_token(keys, queries)
         keys    = image_adapter(keys)                                     # 3. adapter with skip
         keys    = norm4(keys)
+        keys    = samda_adapter(keys)                                     # SAM-DA, when enabled
 
     ``prompt`` is the sparse prompt embedding: the tokens after SAM's output tokens in ``query_pe`` (points, box
     corners, or MedSA's learned class prompt). All adapters start with a zero up-projection, so at initialisation
@@ -38,6 +40,7 @@ class MedSADecoderBlock(TwoWayAttentionBlock):
         adapters: add the MLP and image adapters.
         hyper_prompt: add HyP-Adpt.
         adapter_ratio, adapter_zero_init: see :class:`~medsa_monai.networks.adapters.Adapter`.
+        samda_tokens: add SAM-DA's :class:`DecoderPromptAdapter` with this many tokens after the block (0: none).
     """
 
     def __init__(
@@ -53,8 +56,10 @@ class MedSADecoderBlock(TwoWayAttentionBlock):
         adapter_ratio: float = 0.25,
         adapter_zero_init: bool = True,
         mlp_adapter_scale: float = 0.5,
+        samda_tokens: int = 0,
     ) -> None:
         super().__init__(embedding_dim, num_heads, mlp_dim=mlp_dim, skip_first_layer_pe=skip_first_layer_pe)
+        self.samda_adapter = DecoderPromptAdapter(embedding_dim, samda_tokens) if samda_tokens else None
         self.num_output_tokens = num_output_tokens
         self.mlp_adapter_scale = mlp_adapter_scale
         self.hyper_prompt_adapter = (
@@ -91,6 +96,8 @@ class MedSADecoderBlock(TwoWayAttentionBlock):
         if self.image_adapter is not None:
             keys = self.image_adapter(keys)
         keys = self.norm4(keys)
+        if self.samda_adapter is not None:
+            keys = self.samda_adapter(keys)
         return queries, keys
 
 
@@ -140,6 +147,7 @@ def build_mask_decoder(
     hyper_prompt: bool = True,
     adapter_ratio: float = 0.25,
     adapter_zero_init: bool = True,
+    samda_tokens: int = 0,
 ) -> MedSAMaskDecoder:
     """SAM's mask decoder (hyper-parameters of every official variant) with :class:`MedSADecoderBlock` layers."""
     transformer = TwoWayTransformer(depth=0, embedding_dim=prompt_embed_dim, mlp_dim=2048, num_heads=8)
@@ -155,6 +163,7 @@ def build_mask_decoder(
             hyper_prompt=hyper_prompt,
             adapter_ratio=adapter_ratio,
             adapter_zero_init=adapter_zero_init,
+            samda_tokens=samda_tokens,
         )
         for i in range(2)
     )

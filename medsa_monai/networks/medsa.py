@@ -13,6 +13,7 @@ from torch import nn
 from .checkpoint import load_state_dict_checked, read_state_dict
 from .decoder import build_mask_decoder
 from .encoder import MedSAImageEncoder
+from .guidance import guidance_to_points
 from .presets import SAM_GROUPS, TRAINABLE_PRESETS, apply_trainable, parameter_group
 from .prompt_mapping import to_sam_prompts
 from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_prompt_encoder, check_image_size
@@ -33,6 +34,7 @@ class Architecture:
     hyper_prompt: bool
     depth_attention: bool
     lora_rank: int
+    samda_tokens: int = 0
 
 
 def resolve_architecture(
@@ -42,17 +44,21 @@ def resolve_architecture(
     hyper_prompt: bool | None = None,
     depth_attention: bool | None = None,
     lora_rank: int | None = None,
+    samda_tokens: int | None = None,
 ) -> Architecture:
     """Fill in the parts left ``None`` from the preset.
 
-    ======================  ===========  ===========  ==================  =========
-    preset                  adapters     HyP-Adpt     SD-Trans (3D only)  LoRA rank
-    ======================  ===========  ===========  ==================  =========
-    medsa, adapters_only    yes          yes          yes                 0
-    lora                    no           no           yes                 4
-    decoder                 no           no           no                  0
-    full                    no           no           yes                 0
-    ======================  ===========  ===========  ==================  =========
+    ======================  ===========  ===========  ==================  =========  ===============
+    preset                  adapters     HyP-Adpt     SD-Trans (3D only)  LoRA rank  SAM-DA tokens
+    ======================  ===========  ===========  ==================  =========  ===============
+    medsa, adapters_only    yes          yes          yes                 0          0
+    lora                    no           no           yes                 4          0
+    decoder                 no           no           no                  0          0
+    samda                   no           no           no                  0          2
+    full                    no           no           yes                 0          0
+    ======================  ===========  ===========  ==================  =========  ===============
+
+    ``samda`` keeps the image encoder exactly SAM's (no SD-Trans either), so its embeddings can be cached.
     """
     if trainable not in TRAINABLE_PRESETS:
         raise ValueError(f"unknown trainable preset {trainable!r}; choose one of {sorted(TRAINABLE_PRESETS)}")
@@ -61,14 +67,16 @@ def resolve_architecture(
     return Architecture(
         adapters=adapters,
         hyper_prompt=adapters if hyper_prompt is None else hyper_prompt,
-        depth_attention=(spatial_dims == 3 and trainable != "decoder") if depth_attention is None
+        depth_attention=(spatial_dims == 3 and trainable not in ("decoder", "samda")) if depth_attention is None
         else depth_attention and spatial_dims == 3,
         lora_rank=(4 if trainable == "lora" else 0) if lora_rank is None else lora_rank,
+        samda_tokens=(2 if trainable == "samda" else 0) if samda_tokens is None else samda_tokens,
     )
 
 
 class MedSA(nn.Module):
-    """Med-SA (Wu et al., "Medical SAM Adapter"): a frozen SAM with adapters, SD-Trans and HyP-Adpt.
+    """Med-SA (Wu et al., "Medical SAM Adapter"): a frozen SAM with adapters, SD-Trans and HyP-Adpt; also SAM-DA
+    (``trainable="samda"``: a decoder adapter, the image encoder untouched).
 
     The attribute names ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` and all their state-dict keys
     are SAM's, so official SAM, MedSAM and Med-SA checkpoints load by key.
@@ -109,7 +117,8 @@ class MedSA(nn.Module):
         sam_checkpoint: official SAM / MedSAM / Med-SA checkpoint, or a MedSA state dict; ``None`` keeps random
             weights. SAM keys must all be present; MedSA's own parts may be absent (they keep their initial values).
         image_size: side of SAM's input frame, a multiple of 16 (SAM: 1024). Position tables are interpolated.
-        trainable: preset of trainable parameters: ``medsa``, ``adapters_only``, ``decoder``, ``lora``, ``full``.
+        trainable: preset of trainable parameters: ``medsa``, ``adapters_only``, ``decoder``, ``lora``, ``samda``,
+            ``full``.
         intensity: ``unit``, ``uint8`` or ``zscore`` (see above).
         background_channel: prepend a constant-zero background logit channel.
         adapters: Med-SA's encoder (Space, MLP) and decoder adapters; ``None`` follows the preset.
@@ -119,6 +128,17 @@ class MedSA(nn.Module):
         adapter_init: ``"zero"`` (output equals SAM's until trained) or ``"official"`` (random, as Med-SA's code).
         lora_rank: rank of LoRA on the encoder's ``qkv``; ``None`` follows the preset.
         gradient_checkpointing: recompute encoder activations in the backward pass to save memory.
+        samda_tokens: learned tokens of SAM-DA's decoder adapter after each two-way block (0: none); ``None``
+            follows the preset (2 for ``samda``).
+        embedding_cache: an :class:`~medsa_monai.inferers.EmbeddingCache`; used whenever no encoder parameter
+            trains and there is no SD-Trans (the embeddings then depend only on the image), so that later passes
+            over an image (epochs, prompts, adaptation steps) run only the decoder; and, whatever the preset, at
+            inference (eval mode, no gradients), where the cache key covers the encoder's adapters too and a volume
+            with SD-Trans is cached whole, so that each new click on an image costs one decoder pass.
+        click_guidance: accept clicks as guidance channels after the image channels, ``1 + K`` of them (background
+            clicks, then the clicks of each class; :class:`~medsa_monai.prompts.AddClickGuidanced` writes them), and
+            turn them into point prompts (:func:`~medsa_monai.networks.guidance.guidance_to_points`). This is how
+            MONAI Label's DeepEdit-style infer task, which calls ``inferer(image, network)``, passes clicks.
         click_depth_radius: in 3D, a click also prompts the slices up to this many slices away, at the same
             in-plane position, its point token marked by a learned embedding of the slice offset
             (``click_depth_embed``, zero-initialised; the click's own slice gets none, exactly as SAM).
@@ -143,6 +163,9 @@ class MedSA(nn.Module):
         lora_rank: int | None = None,
         gradient_checkpointing: bool = False,
         click_depth_radius: int = 0,
+        samda_tokens: int | None = None,
+        embedding_cache=None,
+        click_guidance: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -161,7 +184,8 @@ class MedSA(nn.Module):
                              f"(background_channel={background_channel})")
         variant = get_sam_variant(sam_variant)
         check_image_size(image_size, variant)
-        arch = resolve_architecture(trainable, spatial_dims, adapters, hyper_prompt, depth_attention, lora_rank)
+        arch = resolve_architecture(trainable, spatial_dims, adapters, hyper_prompt, depth_attention, lora_rank,
+                                    samda_tokens)
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
@@ -183,7 +207,7 @@ class MedSA(nn.Module):
         self.prompt_encoder = build_prompt_encoder(variant, image_size)
         self.mask_decoder = build_mask_decoder(
             variant.prompt_embed_dim, adapters=arch.adapters, hyper_prompt=arch.hyper_prompt,
-            adapter_ratio=adapter_ratio, adapter_zero_init=zero_init,
+            adapter_ratio=adapter_ratio, adapter_zero_init=zero_init, samda_tokens=arch.samda_tokens,
         )
         self.class_prompts = nn.Embedding(num_classes, variant.prompt_embed_dim)
         self.click_depth_radius = click_depth_radius
@@ -191,6 +215,8 @@ class MedSA(nn.Module):
         if click_depth_radius:
             self.click_depth_embed = nn.Embedding(click_depth_radius + 1, variant.prompt_embed_dim, padding_idx=0)
             nn.init.zeros_(self.click_depth_embed.weight)
+        self.embedding_cache = embedding_cache
+        self.click_guidance = click_guidance
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -215,10 +241,34 @@ class MedSA(nn.Module):
             slices = image.permute(0, 4, 1, 2, 3).reshape(-1, *image.shape[1:4])
         else:
             depth, slices = None, image
-        if tuple(slices.shape[-2:]) != (self.image_size, self.image_size):
+        # under torch.jit.trace the branch is frozen at the example's size: always resize (an identity at the same
+        # size), so a traced network resizes inputs of any size as the eager one does
+        if torch.jit.is_tracing() or tuple(slices.shape[-2:]) != (self.image_size, self.image_size):
             slices = F.interpolate(slices, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False, antialias=True)
-        return self.image_encoder(self._to_sam_intensity(slices), depth=depth)
+        sam_input = self._to_sam_intensity(slices)
+        if self.uses_embedding_cache():
+            if depth is not None and self.architecture.depth_attention:  # SD-Trans: a slice's embedding needs all
+                volumes = sam_input.unflatten(0, (-1, depth))
+                return self.embedding_cache.embed(volumes, self.image_encoder, lambda v: self.image_encoder(
+                    v.flatten(0, 1), depth=depth).unflatten(0, (len(v), depth))).flatten(0, 1)
+            return self.embedding_cache.embed(sam_input, self.image_encoder, self.image_encoder)
+        return self.image_encoder(sam_input, depth=depth)
+
+    def uses_embedding_cache(self) -> bool:
+        """Whether :meth:`encode` goes through ``embedding_cache``: when the encoder is frozen (training
+        included), or at inference (eval mode, gradients off) whatever the preset. The cache is keyed by the content
+        of the image and of every encoder weight (adapters, LoRA, SD-Trans included), so a cached embedding is
+        never stale; it is bypassed while tracing, where it would bake one image's embedding into the trace."""
+        if self.embedding_cache is None or torch.jit.is_tracing() or torch.jit.is_scripting():
+            return False
+        return self.encoder_is_frozen() or (not torch.is_grad_enabled() and not self.training)
+
+    def encoder_is_frozen(self) -> bool:
+        """Whether each image's embedding depends on that image alone and cannot change by training: no encoder
+        parameter trains and no SD-Trans mixes slices."""
+        return not self.architecture.depth_attention and not any(
+            p.requires_grad for p in self.image_encoder.parameters())
 
     def decode(
         self,
@@ -290,6 +340,7 @@ class MedSA(nn.Module):
         mask_inputs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`forward`, also returning the low-resolution logits to feed back as ``mask_inputs``."""
+        image, points, point_labels = self._split_guidance(image, points, point_labels)
         low_res = self.decode(self.encode(image), image.shape, points, point_labels, boxes, mask_inputs)
         return self.postprocess(low_res, tuple(image.shape[2:])), low_res
 
@@ -305,6 +356,18 @@ class MedSA(nn.Module):
         return self.predict(image, points, point_labels, boxes, mask_inputs)[0]
 
     # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _split_guidance(self, image: torch.Tensor, points: torch.Tensor | None, point_labels: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """With ``click_guidance``, an image with ``1 + K`` channels more than ``in_channels`` carries clicks:
+        return the image alone and the clicks as points."""
+        guided = self.in_channels + self.num_classes + 1
+        if not self.click_guidance or image.ndim != self.spatial_dims + 2 or image.shape[1] != guided:
+            return image, points, point_labels
+        if points is not None:
+            raise ValueError("clicks come either as guidance channels or as points, not both")
+        points, point_labels = guidance_to_points(image[:, self.in_channels:])
+        return image[:, : self.in_channels], points, point_labels
 
     def check_image(self, image: torch.Tensor) -> None:
         """Raise ``ValueError`` for an image of the wrong rank or channel count, or with NaN / infinite values."""

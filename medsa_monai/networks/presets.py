@@ -16,22 +16,28 @@ _MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("depth_attention", (".Depth_Adapter.", ".depth_rel_pos")),
     ("encoder_adapters", (".Space_Adapter.", ".MLP_Adapter.")),
     ("decoder_adapters", (".hyper_prompt_adapter.", ".mlp_adapter.", ".image_adapter.")),
+    ("samda_adapter", (".samda_adapter.",)),
+    # SAM's own output heads of the single-mask output that MedSA uses: they train with any decoder adaptation
+    ("sam_output_heads", (".mask_decoder.mask_tokens.", ".mask_decoder.output_hypernetworks_mlps.0.")),
 )
 _SAM_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 PARAMETER_GROUPS: tuple[str, ...] = tuple(g for g, _ in _MARKERS) + tuple(f"sam_{p}" for p in _SAM_PARTS) + ("other",)
-SAM_GROUPS = frozenset(f"sam_{p}" for p in _SAM_PARTS)
+SAM_GROUPS = frozenset({f"sam_{p}" for p in _SAM_PARTS} | {"sam_output_heads"})
 
 TRAINABLE_PRESETS: dict[str, frozenset[str]] = {
     # Med-SA: encoder adapters, SD-Trans, HyP-Adpt and decoder adapters, prompt embeddings, SAM's mask decoder.
-    "medsa": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora", "prompt_embeddings",
-                        "sam_mask_decoder"}),
+    "medsa": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "samda_adapter", "lora",
+                        "prompt_embeddings", "sam_mask_decoder", "sam_output_heads"}),
     # Adapters and prompt embeddings only: SAM stays entirely frozen.
-    "adapters_only": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "lora",
+    "adapters_only": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "samda_adapter", "lora",
                                 "prompt_embeddings"}),
     # MedSAM-like: the mask decoder (and prompt embeddings) train, the image encoder is frozen.
-    "decoder": frozenset({"sam_mask_decoder", "decoder_adapters", "depth_attention", "prompt_embeddings"}),
+    "decoder": frozenset({"sam_mask_decoder", "sam_output_heads", "decoder_adapters", "samda_adapter",
+                          "depth_attention", "prompt_embeddings"}),
     # SAMed-like: LoRA on the encoder's qkv, the mask decoder and prompt embeddings.
-    "lora": frozenset({"lora", "depth_attention", "prompt_embeddings", "sam_mask_decoder"}),
+    "lora": frozenset({"lora", "depth_attention", "prompt_embeddings", "sam_mask_decoder", "sam_output_heads"}),
+    # SAM-DA: the decoder adapter, the single-mask output heads and the class prompts; the encoder is untouched.
+    "samda": frozenset({"samda_adapter", "sam_output_heads", "prompt_embeddings"}),
     "full": frozenset(PARAMETER_GROUPS),
 }
 

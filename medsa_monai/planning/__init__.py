@@ -5,6 +5,7 @@ from .folds import assign_folds, write_fold_datalist
 from .ingest import DatasetError, check_dataset, ingest, read_raw_dataset
 from .memory import memory_per_slice, saved_activation_bytes
 from .normalization import PlannedNormalized
+from .ph2 import convert_ph2
 from .plan import load_plan, make_plan, target_spacing
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "assign_folds",
     "check_dataset",
     "compute_fingerprint",
+    "convert_ph2",
     "ingest",
     "load_fingerprint",
     "load_plan",

@@ -1,5 +1,7 @@
-"""Simulated prompts: click and box sampling from labels, and the iterative-click protocol."""
+"""Simulated prompts: click and box sampling from labels, and the iterative-click protocol; a viewer's clicks as
+click-guidance channels."""
 
+from .guidance import AddClickGuidanced, clicks_from_request
 from .interactive import InteractiveResult, clicks_to_reach, simulate_clicks
 from .sampling import (
     bounding_box,
@@ -12,9 +14,11 @@ from .sampling import (
 from .transforms import SamplePromptsd
 
 __all__ = [
+    "AddClickGuidanced",
     "InteractiveResult",
     "SamplePromptsd",
     "bounding_box",
+    "clicks_from_request",
     "clicks_to_reach",
     "jittered_box",
     "next_click",

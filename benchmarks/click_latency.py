@@ -1,0 +1,161 @@
+"""Click latency in MONAI Label: the first click on an image (image encoder and mask decoder) and each next click on
+the same image (mask decoder only: the image embedding is cached).
+
+    python benchmarks/click_latency.py                                        # vit_b at 1024, skin-lesion bundle
+    python benchmarks/click_latency.py --variant vit_tiny --image-size 256    # a quick look
+    python benchmarks/click_latency.py --bundle medsa_hippocampus_mri --image-size 256   # a 3D volume (SD-Trans)
+
+Each click goes through MONAI Label 0.8.5's own infer task, in process (``BundleInferTask`` of type ``deepedit``
+on a copy of the bundle, as its ``monaibundle`` app builds it for a ``*_deepedit`` model; no HTTP): the image is
+read, pre-processed with the clicks as guidance channels, segmented, post-processed and the label written to a
+file, as for a click from a viewer. Without monailabel (or with ``--no-monailabel``) the clicks go through the
+bundle's pre-processing, inferer, network and post-processing only. The weights are random (the times do not depend
+on them). The first click is on an image not seen before; each next click adds one click on the same image. Times
+are medians over ``--images`` images, after one warm-up image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+
+from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+
+
+def make_bundle(name: str, target: Path, variant: str, image_size: int) -> Path:
+    """A copy of the bundle with ``variant`` at ``image_size`` and a randomly initialised ``models/model.pt``."""
+    shutil.copytree(BUNDLES / name, target, ignore=shutil.ignore_patterns("*.pth", "eval", "__pycache__"))
+    overrides = {"sam_variant": variant, "image_size": image_size, "num_workers": 0}
+    for config in ("train.json", "inference.json"):
+        path = target / "configs" / config
+        content = json.loads(path.read_text())
+        content.update(overrides)
+        path.write_text(json.dumps(content, indent=2))
+    parser = ConfigParser()
+    parser.read_config(str(target / "configs" / "train.json"))
+    parser.update({"bundle_root": str(target), "sam_checkpoint": "none"})
+    torch.manual_seed(0)
+    (target / "models").mkdir(exist_ok=True)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), target / "models" / "model.pt")
+    return target
+
+
+def make_images(name: str, folder: Path, count: int) -> tuple[list[Path], list[list[list[float]]], str]:
+    """``count`` synthetic images of the bundle's kind, a sequence of clicks on each, and the clicked label."""
+    rng = np.random.RandomState(0)
+    if name == "samda_skin_lesion":  # PH2-sized dermoscopy images
+        paths = sorted((make_synthetic_lesion_folder(folder, count, size=(576, 768)) / "images").glob("*.png"))
+        shape, label = (768, 576), "lesion"
+    else:  # Task04-sized volumes
+        paths = sorted((make_synthetic_dataset(folder, count, shape=(36, 50, 35)) / "imagesTr").glob("*.nii.gz"))
+        shape, label = (36, 50, 35), "anterior"
+    clicks = [[(rng.uniform(0.3, 0.7, size=len(shape)) * np.array(shape)).round().tolist() for _ in range(8)]
+              for _ in paths]
+    return paths, clicks, label
+
+
+class PipelineClicks:
+    """The bundle's pre-processing, inferer, network and post-processing, without MONAI Label."""
+
+    def __init__(self, bundle: Path, device: str) -> None:
+        self.parser = ConfigParser()
+        self.parser.read_config(str(bundle / "configs" / "inference.json"))
+        self.parser.update({"bundle_root": str(bundle), "use_click": True, "device": device,
+                            "output_dir": str(bundle / "eval")})
+        self.network = self.parser.get_parsed_content("network_def").to(device).eval()
+        self.network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+        self.preprocessing = self.parser.get_parsed_content("preprocessing")
+        self.inferer = self.parser.get_parsed_content("inferer")
+        self.device = device
+
+    def __call__(self, request: dict) -> None:
+        data = self.preprocessing(dict(request))
+        with torch.no_grad():
+            data["pred"] = self.inferer(data["image"][None].to(self.device), self.network)[0]
+
+    @property
+    def cache(self):
+        return self.network.embedding_cache
+
+
+class MonaiLabelClicks:
+    """MONAI Label's own infer task for a deepedit model, in process."""
+
+    def __init__(self, bundle: Path, device: str) -> None:
+        from monailabel.tasks.infer.bundle import BundleInferTask
+
+        self.task = BundleInferTask(str(bundle), {}, type="deepedit")
+        self.device = device
+
+    def __call__(self, request: dict) -> None:
+        result, _ = self.task({**request, "device": self.device})
+        if isinstance(result, str):
+            Path(result).unlink(missing_ok=True)
+
+    @property
+    def cache(self):
+        return self.task._networks[self.device][0].embedding_cache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", default="samda_skin_lesion", choices=["samda_skin_lesion", "medsa_hippocampus_mri"])
+    parser.add_argument("--variant", default="vit_b")
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--images", type=int, default=3, help="images timed (after one warm-up image)")
+    parser.add_argument("--clicks", type=int, default=4, help="clicks per image")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-monailabel", action="store_true", help="time the bundle pipeline without MONAI Label")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        bundle = make_bundle(args.bundle, tmp / "model" / f"{args.bundle}_deepedit", args.variant, args.image_size)
+        paths, clicks, label = make_images(args.bundle, tmp / "images", args.images + 1)
+        runner = None
+        if not args.no_monailabel:
+            try:
+                runner, how = MonaiLabelClicks(bundle, args.device), "MONAI Label 0.8.5 deepedit infer task"
+            except ImportError:
+                print("monailabel is not installed: timing the bundle pipeline without it")
+        if runner is None:
+            runner, how = PipelineClicks(bundle, args.device), "bundle pipeline (no MONAI Label)"
+
+        def click(path: Path, points: list) -> float:
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            runner({"image": str(path), label: points, "background": []})
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            return time.perf_counter() - start
+
+        first, later = [], []
+        for i, (path, points) in enumerate(zip(paths, clicks, strict=True)):
+            times = [click(path, points[: n + 1]) for n in range(args.clicks)]
+            if i:  # the first image warms up
+                first.append(times[0])
+                later += times[1:]
+        cache = runner.cache
+        threads = f", {torch.get_num_threads()} threads" if args.device == "cpu" else ""
+        print(f"click latency: {args.bundle}, {args.variant} at {args.image_size}, {args.device}{threads}; {how}")
+        print(f"  first click on an image (encoder + decoder): {statistics.median(first):8.3f} s  "
+              f"(median of {len(first)} images)")
+        print(f"  next click on the same image (decoder):      {statistics.median(later):8.3f} s  "
+              f"(median of {len(later)} clicks)")
+        print(f"  embedding cache: {cache.misses} computed, {cache.hits} reused")
+
+
+if __name__ == "__main__":
+    main()
