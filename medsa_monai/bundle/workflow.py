@@ -11,10 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 
+from ..data.atomic import atomic_path
 from ..networks.variants import get_sam_variant
 
 __all__ = ["default_sam_checkpoint", "resolve_sam_checkpoint", "latest_checkpoint", "prepare_training", "TimeBudget"]
@@ -104,6 +106,21 @@ def _validate_last_epoch(trainer: Engine, evaluator: Engine, val_interval: int) 
         evaluator.run(trainer.state.epoch)
 
 
+def _has_no_data(evaluator: Engine) -> bool:
+    loader = getattr(evaluator, "data_loader", None)
+    try:
+        return loader is not None and len(loader) == 0
+    except TypeError:  # an iterable without a length
+        return False
+
+
+def _save_model(_: Engine, network, path: Path) -> None:
+    network = getattr(network, "module", network)  # DistributedDataParallel / DataParallel
+    with atomic_path(path) as tmp:
+        torch.save(network.state_dict(), tmp)
+    logger.info("saved the last epoch's model to %s", path)
+
+
 def _remove_older_checkpoints(engine: Engine, ckpt_dir: Path) -> None:
     for path in Path(ckpt_dir).glob("checkpoint_epoch=*.pt"):
         if (m := _EPOCH.search(path.name)) and int(m.group(1)) < engine.state.epoch:
@@ -175,6 +192,15 @@ def prepare_training(
     conditional ones are attached here.
     """
     state = dict(state)
+    if evaluator is not None and _has_no_data(evaluator):
+        logger.warning("no validation data (e.g. MONAI Label's val_split of too few labelled images): validation is "
+                       "skipped and %s/model.pt is the last epoch's model", ckpt_dir)
+        # ValidationHandler, a plain entry of train#handlers, would run the evaluator on nothing (ignite refuses
+        # empty data): make its runs no-ops, and save the last epoch's model where the best one would have gone.
+        evaluator.run = lambda *args, **kwargs: evaluator.state
+        evaluator = None
+        if idist.get_rank() == 0:
+            trainer.add_event_handler(Events.COMPLETED, _save_model, state["model"], Path(ckpt_dir) / "model.pt")
     if evaluator is not None:
         state["validation"] = ValidationRecord(evaluator, val_handlers)
         # before the per-epoch checkpoint below, so that it records this validation too
