@@ -12,39 +12,20 @@ the extra work of our attention formulation is not credited.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from segment_anything.modeling import ImageEncoderViT
+from timing import median_seconds
 from torch.utils.flop_counter import FlopCounterMode
 
 from medsa_monai.networks import MedSAImageEncoder, get_sam_variant
 from medsa_monai.networks.sam import encoder_kwargs
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds_per_call(fn, device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn()`` after one warm-up call."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_ceiling(device: torch.device, n: int, repeats: int) -> float:
     """GFLOP/s of an ``n x n`` fp32 matrix product: what the machine's cores can do at best."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / seconds_per_call(lambda: a @ b, device, repeats) / 1e9
+    return 2 * n**3 / median_seconds(lambda: a @ b, device, repeats) / 1e9
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor, suffix: str | None = None) -> int:
@@ -100,7 +81,7 @@ def main() -> None:
                 with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                     model(x)
 
-            seconds = seconds_per_call(run, device, args.repeats) / args.batch
+            seconds = median_seconds(run, device, args.repeats) / args.batch
             speeds[name] = 1 / seconds
             achieved = flops / seconds / 1e9
             print(f"{size:>5} {name:<28} {seconds * 1e3:>9.1f} {1 / seconds:>8.2f} {flops / 1e9:>10.1f} "

@@ -16,34 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from monai.losses import DiceCELoss
+from timing import median_seconds
 
 from medsa_monai.engines import TestTimeAdaptation
 from medsa_monai.inferers import EmbeddingCache
 from medsa_monai.networks import MedSA, count_parameters
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(step, device: torch.device, repeats: int) -> float:
-    step()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def build(preset: str, args, device: torch.device, cache: bool) -> tuple[MedSA, torch.optim.Optimizer]:

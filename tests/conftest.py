@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -55,3 +57,17 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_state(tiny_checkpoint) -> dict[str, torch.Tensor]:
     return torch.load(tiny_checkpoint, weights_only=True)
+
+
+def run_monai_bundle(bundle: Path, *args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True
+                     ) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle <args>`` with ``bundle``'s metadata and logging config, as a user runs it; with
+    ``check``, a failure raises with the tail of the output."""
+    configs = Path(bundle) / "configs"
+    command = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", str(configs / "metadata.json"),
+               "--logging_file", str(configs / "logging.conf")]
+    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                            timeout=timeout, cwd=cwd)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(args[:2])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result

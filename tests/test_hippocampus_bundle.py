@@ -20,6 +20,8 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from medsa_monai.data import make_synthetic_dataset
 
+from .conftest import run_monai_bundle
+
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "medsa_hippocampus_mri"
 CONFIGS = BUNDLE / "configs"
 TRAIN = str(CONFIGS / "train.json")
@@ -30,13 +32,7 @@ FAST = ["--sam_variant", "vit_tiny", "--trainable", "full", "--image_size", "32"
 
 def bundle_cli(*args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True
                ) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", str(CONFIGS / "metadata.json"),
-               "--logging_file", str(CONFIGS / "logging.conf")]
-    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                            timeout=timeout, cwd=cwd)
-    if check and result.returncode:
-        raise AssertionError(f"{' '.join(args[:2])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+    return run_monai_bundle(BUNDLE, *args, cwd=cwd, timeout=timeout, check=check)
 
 
 @pytest.fixture(scope="module")

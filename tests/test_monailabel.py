@@ -39,7 +39,7 @@ from medsa_monai.networks import MedSA
 from medsa_monai.networks.guidance import guidance_to_points
 from medsa_monai.prompts import AddClickGuidanced, clicks_from_request
 
-from .conftest import randomise
+from .conftest import randomise, run_monai_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 HIPPO, SKIN = ROOT / "bundles" / "medsa_hippocampus_mri", ROOT / "bundles" / "samda_skin_lesion"
@@ -399,12 +399,7 @@ def test_training_started_from_monailabel(server):
 
 
 def _bundle_cli(bundle: Path, *args: str, timeout: int = 300) -> str:
-    command = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", str(bundle / "configs" / "metadata.json"),
-               "--logging_file", str(bundle / "configs" / "logging.conf")]
-    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                            timeout=timeout)
-    if result.returncode:
-        raise AssertionError(f"{' '.join(args[:2])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    result = run_monai_bundle(bundle, *args, timeout=timeout)
     return result.stdout + result.stderr
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ from PIL import Image
 
 from medsa_monai.data import image_mask_pairs, make_synthetic_lesion_folder
 
+from .conftest import run_monai_bundle
+
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "samda_skin_lesion"
 CONFIGS = BUNDLE / "configs"
 TRAIN = str(CONFIGS / "train.json")
@@ -24,11 +24,7 @@ FAST = ["--sam_variant", "vit_tiny", "--image_size", "64", "--num_workers", "0"]
 
 
 def bundle_cli(*args: str) -> str:
-    command = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", str(CONFIGS / "metadata.json"),
-               "--logging_file", str(CONFIGS / "logging.conf")]
-    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                            timeout=300)
-    assert result.returncode == 0, f"{args[:2]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = run_monai_bundle(BUNDLE, *args)
     return result.stdout + result.stderr
 
 

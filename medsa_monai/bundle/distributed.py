@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
@@ -15,7 +16,8 @@ from ..data.atomic import atomic_write_text
 __all__ = ["RankRecorder", "state_dict_sha256"]
 
 
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (else ``network``)."""
     return network.module if isinstance(network, (torch.nn.DataParallel,
                                                   torch.nn.parallel.DistributedDataParallel)) else network
 
@@ -23,22 +25,13 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
 def state_dict_sha256(network: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
     """SHA-256 of a network's state dict, or of a state dict (keys, dtypes, shapes and values; a DDP /
     DataParallel wrapper ignored, so a wrapped network and the checkpoint saved from it hash the same)."""
-    state = _unwrap(network).state_dict() if isinstance(network, torch.nn.Module) else network
+    state = unwrap_network(network).state_dict() if isinstance(network, torch.nn.Module) else network
     digest = hashlib.sha256()
     for key, value in sorted(state.items()):
         tensor = value.detach().cpu().contiguous()
         digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
-
-
-def _batch_names(batch) -> list[str] | None:
-    """``filename_or_obj`` of the batch's ``image`` when it is a MONAI ``MetaTensor`` (meta kept), else ``None``."""
-    image = batch.get("image") if isinstance(batch, dict) else None
-    names = getattr(image, "meta", {}).get("filename_or_obj") if image is not None else None
-    if names is None:
-        return None
-    return [str(n) for n in names] if isinstance(names, (list, tuple)) else [str(names)]
 
 
 class RankRecorder:
@@ -50,7 +43,6 @@ class RankRecorder:
     - ``sampled``: per epoch, the ``image`` entries of the data items the data loader's sampler gave this rank
       (from the sampler's indices into the dataset's ``data`` list, so it works when the transforms drop the
       metadata, as the bundles' ``EnsureTyped(track_meta=False)`` does);
-    - ``batches``: per iteration, the batch's image file names when the batch still carries MONAI metadata;
     - ``initial_sha256`` and ``state_sha256``: :func:`state_dict_sha256` of ``network`` (default: the engine's
       ``network``) when the engine started and when it completed.
 
@@ -64,13 +56,11 @@ class RankRecorder:
         self.output_dir = Path(output_dir)
         self.network = network
         self.sampled: list[list[str]] = []
-        self.batches: list[list[str] | None] = []
         self.initial_sha256: str | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
     def _network(self, engine: Engine) -> torch.nn.Module | None:
@@ -89,19 +79,14 @@ class RankRecorder:
         self.sampled.append([str(data[i].get("image", i)) if isinstance(data[i], dict) else str(i)
                              for i in iter(sampler)])
 
-    def iteration_completed(self, engine: Engine) -> None:
-        self.batches.append(_batch_names(engine.state.batch))
-
     def completed(self, engine: Engine) -> None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
+        rank = idist.get_rank()
         network = self._network(engine)
         record = {
             "rank": rank,
-            "world_size": torch.distributed.get_world_size() if distributed else 1,
+            "world_size": idist.get_world_size(),
             "iterations": engine.state.iteration,
             "sampled": self.sampled,
-            "batches": self.batches,
             "initial_sha256": self.initial_sha256,
             "state_sha256": state_dict_sha256(network) if network is not None else None,
         }

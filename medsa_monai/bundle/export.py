@@ -27,6 +27,8 @@ from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 from monai.utils import ensure_tuple
 
+from ..data.atomic import atomic_path
+
 __all__ = ["export_torchscript", "verify_torchscript", "default_input_shape"]
 
 
@@ -124,8 +126,7 @@ def export_torchscript(
     for name in ensure_tuple(config_file):
         stem = os.path.splitext(os.path.basename(str(name)))[0]
         extra_files[f"{stem}.json"] = json.dumps(ConfigParser.load_config_file(str(name))).encode()
-    tmp = filepath.with_name(f".{filepath.name}.tmp")
-    save_net_with_metadata(traced, str(tmp), include_config_vals=False, append_timestamp=False,
-                           meta_values=parser.get().get("_meta_"), more_extra_files=extra_files)
-    os.replace(tmp, filepath)
+    with atomic_path(filepath) as tmp:
+        save_net_with_metadata(traced, str(tmp), include_config_vals=False, append_timestamp=False,
+                               meta_values=parser.get().get("_meta_"), more_extra_files=extra_files)
     return filepath

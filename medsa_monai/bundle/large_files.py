@@ -1,4 +1,5 @@
-"""Fetch one entry of a bundle's ``large_files.yml`` (``monai.bundle download_large_files`` fetches them all)."""
+"""A bundle's ``large_files`` lists: read them, and fetch one entry (``monai.bundle download_large_files`` fetches
+them all)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,25 @@ __all__ = ["fetch_large_file", "large_file_entries"]
 
 
 def large_file_entries(bundle_dir: str | Path) -> list[dict]:
-    """The ``large_files`` entries of ``<bundle_dir>/large_files.yml`` (keys ``path``, ``url``, ``hash_val``,
-    ``hash_type``); a missing file or key is an error that names it."""
-    path = Path(bundle_dir) / "large_files.yml"
-    if not path.is_file():
-        raise FileNotFoundError(f"'{path}' does not exist")
-    entries = (yaml.safe_load(path.read_text()) or {}).get("large_files")
-    if not isinstance(entries, list):
-        raise ValueError(f"'{path}' has no 'large_files' list")
-    for i, entry in enumerate(entries):
-        missing = [k for k in ("path", "url") if not isinstance(entry, dict) or not entry.get(k)]
-        if missing:
-            raise ValueError(f"'{path}': entry {i} lacks {', '.join(missing)}")
+    """The ``large_files`` entries (keys ``path``, ``url``, ``hash_val``, ``hash_type``) of every
+    ``<bundle_dir>/large_files*`` file with a .yml, .yaml or .json suffix, as MONAI reads them; ``[]`` when there is
+    none. A file that does not parse, or an entry without its ``path`` or ``url``, is an error naming the file."""
+    entries: list[dict] = []
+    for path in sorted(Path(bundle_dir).glob("large_files*")):
+        if path.suffix not in (".yml", ".yaml", ".json") or not path.is_file():
+            continue
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}  # JSON is YAML
+        except yaml.YAMLError as error:
+            raise ValueError(f"'{path}' does not parse: {error}") from error
+        listed = data.get("large_files") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            raise ValueError(f"'{path}' has no 'large_files' list")
+        for i, entry in enumerate(listed):
+            missing = [k for k in ("path", "url") if not isinstance(entry, dict) or not entry.get(k)]
+            if missing:
+                raise ValueError(f"'{path}': entry {i} lacks {', '.join(missing)}")
+        entries += listed
     return entries
 
 
@@ -33,6 +41,8 @@ def fetch_large_file(bundle_dir: str | Path, name: str = "vit_b") -> Path:
     ``vit_b``, that variant's official checkpoint; checks the hash given there. Returns the local path (an existing
     file with the right hash is not downloaded again)."""
     entries = large_file_entries(bundle_dir)
+    if not entries:
+        raise FileNotFoundError(f"'{Path(bundle_dir)}' has no large_files.yml")
     wanted = name
     if name in SAM_VARIANTS and SAM_VARIANTS[name].official_url:
         wanted = SAM_VARIANTS[name].official_url.rsplit("/", 1)[-1]

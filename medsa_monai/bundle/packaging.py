@@ -28,9 +28,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-import yaml
-
 from ..data.atomic import TEMP_PREFIX, atomic_path
+from .large_files import large_file_entries
 
 __all__ = ["CHECKSUM_FILE", "BundleIntegrityError", "pack_bundle", "unpack_bundle", "verify_bundle"]
 
@@ -74,21 +73,8 @@ def bundle_version(bundle_dir: str | Path) -> str:
 
 
 def _large_files(bundle_dir: Path) -> set[str]:
-    """Bundle-relative paths of the files that ``large_files.*`` lists (MONAI reads every ``large_files*`` file
-    with a .yml, .yaml or .json suffix)."""
-    listed: set[str] = set()
-    for path in sorted(bundle_dir.glob("large_files*")):
-        if path.suffix not in (".yml", ".yaml", ".json") or not path.is_file():
-            continue
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}  # JSON is YAML
-        except yaml.YAMLError as error:
-            raise ValueError(f"'{path}' does not parse: {error}") from error
-        entries = data.get("large_files", []) if isinstance(data, dict) else None
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
-            raise ValueError(f"'{path}' must hold 'large_files': a list of entries with a 'path'")
-        listed.update(posixpath.normpath(str(e["path"]).replace("\\", "/")) for e in entries)
-    return listed
+    """Bundle-relative paths of the files that ``large_files*`` lists."""
+    return {posixpath.normpath(str(e["path"]).replace("\\", "/")) for e in large_file_entries(bundle_dir)}
 
 
 def _skip_dir(name: str) -> bool:
@@ -234,7 +220,7 @@ def unpack_bundle(zip_path: str | Path, target_dir: str | Path) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{name}.", dir=target)).resolve()
         try:
             for member in members:
-                if _unsafe(member.filename, staging):  # staging lies inside target: cannot happen, checked anyway
+                if _unsafe(member.filename, staging):  # e.g. "a/../../<target name>/x": inside target, not staging
                     raise ValueError(f"'{zip_path}': member '{member.filename}' would be written outside '{staging}'")
                 destination = staging / member.filename.replace("\\", "/")
                 if member.is_dir():

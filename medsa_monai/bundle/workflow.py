@@ -18,6 +18,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 
 from ..data.atomic import atomic_path
 from ..networks.variants import get_sam_variant
+from .distributed import unwrap_network
 
 __all__ = ["default_sam_checkpoint", "resolve_sam_checkpoint", "latest_checkpoint", "prepare_training", "TimeBudget"]
 
@@ -115,9 +116,8 @@ def _has_no_data(evaluator: Engine) -> bool:
 
 
 def _save_model(_: Engine, network, path: Path) -> None:
-    network = getattr(network, "module", network)  # DistributedDataParallel / DataParallel
     with atomic_path(path) as tmp:
-        torch.save(network.state_dict(), tmp)
+        torch.save(unwrap_network(network).state_dict(), tmp)
     logger.info("saved the last epoch's model to %s", path)
 
 
