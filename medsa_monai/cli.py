@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,18 @@ def _labels(source: str) -> dict[int, str]:
         return dict(zip(data["label_values"], names, strict=True))
     labels = data.get("labels", data)
     return {int(k): str(v) for k, v in labels.items()}
+
+
+def _label_spec(source: str):
+    """The labels (classes or regions) of a ``dataset.json``, a ``plan.json`` or inline ``{value: name}`` JSON."""
+    from .data.labels import LabelSpec
+
+    path = Path(source)
+    data = json.loads(path.read_text()) if path.is_file() else json.loads(source)
+    if "labels" not in data and "label_values" in data:  # a plan of version 1
+        data = {"labels": dict(zip(map(str, data["label_values"]), ["background", *data["class_names"]],
+                                   strict=True))}
+    return LabelSpec.from_description(data if "labels" in data else {"labels": data})
 
 
 def _value(text: str):
@@ -65,8 +78,14 @@ def _ingest(args: argparse.Namespace) -> None:
     from .planning.ingest import ingest
 
     labels = _labels(args.labels) if args.labels else None
-    path = ingest(args.source, args.output, labels=labels, modality=args.modality, tolerance=args.tolerance)
-    print(f"wrote {path}")
+    order = [int(v) for v in args.regions_class_order.split(",")] if args.regions_class_order else None
+    path = ingest(args.source, args.output, labels=labels, modality=args.modality, tolerance=args.tolerance,
+                  regions=args.regions, regions_class_order=order)
+    description = json.loads(path.read_text())
+    labels = description["labels"] if len(description["labels"]) <= 12 else f"{len(description['labels'])} values"
+    regions = f", regions {description['regions']}" if description["regions"] else ""
+    print(f"wrote {path}: {description['numTraining']} training and {description['numTest']} test cases, "
+          f"{description['tensorImageSize']}, modality {description['modality']}, labels {labels}{regions}")
 
 
 def _ingest_ph2(args: argparse.Namespace) -> None:
@@ -89,12 +108,15 @@ def _plan(args: argparse.Namespace) -> None:
                             name=description.get("name"), labels=description["labels"], num_folds=args.folds,
                             seed=args.seed)
     plan = make_plan(fingerprint, sam_variant=args.sam_variant, memory_gb=args.memory_gb, amp=not args.no_amp,
-                     datalist_file=str(datalist.resolve()))
+                     datalist_file=str(datalist.resolve()), configuration=args.configuration,
+                     cache_memory_gb=args.cache_memory_gb)
     from .evaluation.io import write_json
 
     write_json(out / "plan.json", plan)
-    print(json.dumps({k: plan[k] for k in ("sam_variant", "image_size", "pixdim", "patch_size", "batch_size",
-                                           "sw_batch_size", "normalization")}, indent=1))
+    print(json.dumps({k: plan[k] for k in ("configuration", "spatial_dims", "slice_axis", "in_channels", "num_classes",
+                                           "class_names", "has_regions", "sam_variant", "image_size", "pixdim",
+                                           "patch_size", "batch_size", "sw_batch_size", "intensity", "normalization",
+                                           "dataset_cache", "num_folds")}, indent=1))
     print(f"wrote {out / 'fingerprint.json'}, {out / 'plan.json'} and {datalist}")
 
 
@@ -102,13 +124,14 @@ def _train(args: argparse.Namespace) -> None:
     from monai.bundle import run
 
     from .demo import find_bundle
+    from .evaluation.io import write_json
+    from .planning import load_plan
 
+    load_plan(args.plan)  # refuses a missing or outdated plan before anything is written
     bundle = Path(args.bundle) if args.bundle else find_bundle()
     configs = bundle / "configs"
     out = Path(args.output) / f"fold_{args.fold}"
     overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
-    from .evaluation.io import write_json
-
     write_json(out / "training_overrides.json", overrides)  # `medsa predict` rebuilds the same network from it
     run("training", config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"), plan_file=str(Path(args.plan).resolve()), fold=args.fold,
@@ -131,17 +154,18 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation.folder import evaluate_folder
 
     output = Path(args.output) if args.output else Path(args.pred) / "summary.json"
-    summary = evaluate_folder(args.pred, args.ref, _labels(args.labels), output)
-    for value, metrics in summary["mean"].items():
-        print(f"  {summary['class_names'][value]:>12}: Dice {metrics['Dice']:.4f}  IoU {metrics['IoU']:.4f}  "
-              f"HD95 {metrics['HD95']:.2f} mm")
+    summary = evaluate_folder(args.pred, args.ref, _label_spec(args.labels), output)
+    for key, metrics in summary["mean"].items():
+        print(f"  {summary['class_names'][key]:>12}: Dice {metrics['Dice']:.4f}  IoU {metrics['IoU']:.4f}  "
+              f"HD95 {metrics['HD95']:.2f}")
     print(f"  {'foreground':>12}: Dice {summary['foreground_mean']['Dice']:.4f}\nwrote {output}")
 
 
 def _ensemble(args: argparse.Namespace) -> None:
     from .prediction import ensemble_folders
 
-    written = ensemble_folders(args.folders, args.output, save_probabilities_too=not args.no_probabilities)
+    written = ensemble_folders(args.folders, args.output, save_probabilities_too=not args.no_probabilities,
+                               labels=_label_spec(args.labels) if args.labels else None)
     print(f"wrote {len(written)} ensembled label maps to {args.output}")
 
 
@@ -149,7 +173,9 @@ def _postprocess(args: argparse.Namespace) -> None:
     from .evaluation.postprocessing import apply_postprocessing, determine_postprocessing
 
     if args.action == "determine":
-        rules = determine_postprocessing(args.pred, args.ref, _labels(args.labels), args.rules)
+        spec = _label_spec(args.labels)
+        rules = determine_postprocessing(args.pred, args.ref, dict(zip(spec.values, spec.names, strict=True)),
+                                         args.rules)
         for value, decision in rules["classes"].items():
             print(f"  class {value} ({decision['name']}): Dice {decision['dice_before']:.4f} -> "
                   f"{decision['dice_after']:.4f} with the largest component: "
@@ -221,8 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "datalist with absolute paths")
     ingest.add_argument("source", help="data set folder")
     ingest.add_argument("output", help="folder for dataset.json (and NIfTI copies of other formats)")
-    ingest.add_argument("--labels", help="{value: name} as JSON or a JSON file (plain folders)")
-    ingest.add_argument("--modality", default="unknown", help="modality of a plain folder's images (CT, MRI, ...)")
+    ingest.add_argument("--labels", help="{value: name} as JSON or a JSON file (plain folders; default: their "
+                                         "labels.json, else the values found, named class_<v>)")
+    ingest.add_argument("--regions", help="regions of a plain folder: 'disc=1,2;cup=2' or JSON {name: [values]}")
+    ingest.add_argument("--regions-class-order", help="label value each region paints, in order, e.g. '1,2' "
+                                                      "(default: each region's smallest value no later one covers)")
+    ingest.add_argument("--modality", default=None, help="channel names of a plain folder's images: one for all "
+                                                         "(CT, MRI, ...) or one per channel 'T1,T2' (default: R,G,B "
+                                                         "for RGB photographs, else unknown)")
     ingest.add_argument("--tolerance", type=float, default=1e-3, help="geometry tolerance (relative and absolute)")
     ingest.set_defaults(func=_ingest)
 
@@ -241,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--folds", type=int, default=5)
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--datalist", help="use this datalist with folds instead of making one")
+    plan.add_argument("--configuration", choices=["3d", "2d"], default=None,
+                      help="volumes: 3d (SD-Trans on slabs, default) or 2d (each slice on its own); 2D data: 2d")
+    plan.add_argument("--cache-memory-gb", type=float, default=8.0,
+                      help="host memory for caching preprocessed training cases; beyond it they are cached on disk")
     plan.set_defaults(func=_plan)
 
     train = commands.add_parser("train", help="train one fold of a planned data set (monai.bundle run training)")
@@ -258,14 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True)
     predict.add_argument("--plan")
     predict.add_argument("--bundle")
-    predict.add_argument("--pattern", default="*.nii.gz")
+    predict.add_argument("--pattern", default=None, help="which input files (default: every NIfTI, NRRD, MHA, PNG, "
+                         "JPEG, BMP and TIFF file; nnU-Net's <case>_0000, _0001... channel files are grouped)")
     predict.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz (for ensembles)")
     predict.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
                          help="config overrides (those of `medsa train` are read from its run folder)")
     predict.set_defaults(func=_predict)
 
-    evaluate = commands.add_parser("evaluate", help="per-case, per-class metrics of a folder of predictions")
+    evaluate = commands.add_parser("evaluate", help="per-case, per-class (or per-region) metrics of a folder of "
+                                                    "predicted label maps (NIfTI or PNG)")
     evaluate.add_argument("--pred", required=True)
     evaluate.add_argument("--ref", required=True)
     evaluate.add_argument("--labels", required=True, help="dataset.json, plan.json or {value: name} JSON")
@@ -276,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("folders", nargs="+")
     ensemble.add_argument("--output", required=True)
     ensemble.add_argument("--no-probabilities", action="store_true", help="write label maps only")
+    ensemble.add_argument("--labels", help="dataset.json or plan.json: write the data set's own label values and "
+                          "regions (default: class indices)")
     ensemble.set_defaults(func=_ensemble)
 
     post = commands.add_parser("postprocess", help="decide (from cross-validation) and apply largest-component "
@@ -328,13 +368,30 @@ def _terminate(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def _root_cause(err: BaseException) -> BaseException:
+    """The error a bundle raised, under the layers of ``RuntimeError`` (``"Failed to evaluate ..."``, ``"applying
+    transform ..."``) that MONAI's config parser and ``Compose`` wrap it in."""
+    while type(err) is RuntimeError and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
                             stream=sys.stdout)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, KeyError) as err:
+        if os.environ.get("MEDSA_DEBUG"):
+            raise
+        cause = _root_cause(err)
+        message = str(cause) if isinstance(cause, (ValueError, FileNotFoundError, OSError)) else (
+            f"{type(cause).__name__}: {cause}")
+        print(f"medsa {args.command}: error: {message}\n(set MEDSA_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Ingest: MSD, nnU-Net v2 and plain-folder layouts (NIfTI, NRRD, MHA, DICOM series); every problem reported."""
+"""Ingest: MSD, nnU-Net v2 and plain-folder layouts; NIfTI, NRRD, MHA, DICOM series, 2D photographs (PNG, JPEG, BMP,
+TIFF) and vector-pixel images; labels with gaps, regions; every problem reported with its case and file."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,10 +12,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from monai.data import load_decathlon_datalist
+from monai.transforms import LoadImage
+from PIL import Image
 
+from medsa_monai.cli import main
 from medsa_monai.data import make_synthetic_dataset
-from medsa_monai.planning import DatasetError, ingest, read_raw_dataset
+from medsa_monai.data.labels import LabelSpec
+from medsa_monai.planning import DatasetError, check_dataset, ingest, read_raw_dataset
 
 SHAPE = (16, 20, 12)
 
@@ -121,9 +128,9 @@ def test_plain_folder_nrrd_mha_and_dicom(tmp_path):
 
 
 def test_every_problem_is_reported_with_its_case(tmp_path):
-    root = make_synthetic_dataset(tmp_path / "bad", num_cases=6, shape=SHAPE, seed=0)
+    root = make_synthetic_dataset(tmp_path / "bad", num_cases=7, shape=SHAPE, seed=0)
     images, labels = root / "imagesTr", root / "labelsTr"
-    # 1: geometry mismatch (spacing), 2: undeclared label value, 3: corrupt image, 4: missing label, 5: size
+    # 1: geometry mismatch (spacing), 2: undeclared label value, 3: corrupt image, 4: missing label, 5: size, 6: NaN
     label = nib.load(labels / "synth_001.nii.gz")
     stretched = label.affine.copy()
     stretched[2, 2] = 1.5  # same origin and direction, another slice spacing
@@ -136,18 +143,23 @@ def test_every_problem_is_reported_with_its_case(tmp_path):
     (labels / "synth_004.nii.gz").unlink()
     small = np.asarray(nib.load(labels / "synth_005.nii.gz").dataobj)[:-2]
     nib.save(nib.Nifti1Image(small, nib.load(labels / "synth_005.nii.gz").affine), labels / "synth_005.nii.gz")
+    nan = nib.load(images / "synth_006.nii.gz")
+    values = np.asarray(nan.dataobj, dtype=np.float32).copy()
+    values[1, 2, 3], values[2, 2, 2] = np.nan, np.inf
+    nib.save(nib.Nifti1Image(values, nan.affine), images / "synth_006.nii.gz")
 
     with pytest.raises(DatasetError) as err:
         ingest(root, tmp_path / "out")
     problems = err.value.problems
     text = "\n".join(problems)
-    assert len(problems) == 5, text
+    assert len(problems) == 6, text
     assert "synth_001: label 'synth_001.nii.gz' has spacing (1, 1, 1.5), the image (1, 1, 1)" in text
     assert "synth_002: label" in text and "values [5] not among the declared labels [0, 1, 2]" in text
     assert "synth_003: image" in text and "cannot be read" in text
     assert "synth_004: label file" in text and "is missing" in text
     assert "synth_005: label 'synth_005.nii.gz' has size (14, 20, 12), the image 'synth_005.nii.gz' (16, 20, " \
            "12)" in text
+    assert "synth_006: image" in text and "synth_006.nii.gz' holds 1 NaN and 1 infinite value(s)" in text
     assert not (tmp_path / "out" / "dataset.json").exists()  # nothing written before the data set is sound
 
 
@@ -161,3 +173,338 @@ def test_unknown_layouts_are_refused(tmp_path):
     (tmp_path / "odd" / "dataset.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(DatasetError, match="neither the MSD layout"):
         read_raw_dataset(tmp_path / "odd")
+
+
+# -- 2D images, vector pixels, labels and regions ------------------------------------------------------------------
+
+LOAD = LoadImage(image_only=True, ensure_channel_first=True)
+
+
+def _disc(height: int, width: int, centre: tuple[int, int], radius: float) -> np.ndarray:
+    rows, cols = np.mgrid[:height, :width]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
+
+
+def _assert_loads(description: dict, channels: int) -> None:
+    """Every training case loads with MONAI as (C, *spatial) with the label's spatial shape."""
+    for item in description["training"]:
+        image, label = LOAD(item["image"]), LOAD(item["label"])
+        assert image.shape[0] == channels and label.shape[0] == 1, (item, image.shape, label.shape)
+        assert image.shape[1:] == label.shape[1:], (item, image.shape, label.shape)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_png_grey_images_with_binary_masks_in_masks_folder(tmp_path, umask_022):
+    root = tmp_path / "us"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(5):
+        height, width = 30 + i, 40
+        image = rng.randint(0, 256, (height, width)).astype(np.uint8)
+        mask = _disc(height, width, (15, 20), 6) if i < 3 else np.zeros((height, width), bool)  # 2 empty masks
+        Image.fromarray(image).save(root / "images" / f"case_{i}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"case_{i}.png")
+
+    out = ingest(root, tmp_path / "out")
+    description = json.loads(out.read_text())
+    assert description["labels"] == {"0": "background", "255": "class_255"}  # the values found, not remapped
+    assert description["regions"] == {} and description["regions_class_order"] == []
+    assert description["spatial_dims"] == 2 and description["tensorImageSize"] == "2D"
+    assert description["modality"] == {"0": "unknown"} and description["numTraining"] == 5
+    assert description["medsa_ingest"]["image_format"] == "png" and description["medsa_ingest"]["layout"] == "folder"
+    first = description["training"][0]
+    assert first == {"image": str(root / "images" / "case_0.png"), "label": str(root / "masks" / "case_0.png")}
+    assert not (tmp_path / "out" / "nifti").exists()  # photographs stay where they are
+    _assert_loads(description, channels=1)
+    assert LOAD(description["training"][1]["label"]).shape == (1, 40, 31)  # PILReader: (C, W, H)
+    assert _mode(out) == 0o644  # follows the umask
+    assert LabelSpec.from_description(description) == LabelSpec((0, 255), ("background", "class_255"))
+
+
+def test_jpeg_rgb_images_with_png_masks_and_regions_from_the_command_line(tmp_path, capsys):
+    root = tmp_path / "fundus"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.RandomState(1)
+    for i in range(3):
+        image = rng.randint(0, 256, (32, 48, 3)).astype(np.uint8)
+        label = _disc(32, 48, (16, 24), 10).astype(np.uint8) + _disc(32, 48, (16, 24), 4)  # rim 1, cup 2
+        Image.fromarray(image).save(root / "images" / f"eye_{i}.jpg")
+        Image.fromarray(label).save(root / "labels" / f"eye_{i}.png")
+
+    main(["ingest", str(root), str(tmp_path / "out"), "--regions", "disc=1,2;cup=2"])
+    assert "3 training and 0 test cases, 2D" in capsys.readouterr().out
+    description = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert description["labels"] == {"0": "background", "1": "class_1", "2": "class_2"}
+    assert description["regions"] == {"disc": [1, 2], "cup": [2]} and description["regions_class_order"] == [1, 2]
+    assert description["modality"] == {"0": "R", "1": "G", "2": "B"}
+    assert description["medsa_ingest"]["image_format"] == "jpeg"
+    spec = LabelSpec.from_description(description)
+    assert spec == LabelSpec((0, 1, 2), ("background", "class_1", "class_2"), ((1, 2), (2,)), ("disc", "cup"),
+                             (1, 2))
+    assert spec.to_description() == {k: description[k] for k in ("labels", "regions", "regions_class_order")}
+    _assert_loads(description, channels=3)
+    label = LOAD(description["training"][0]["label"])
+    assert torch.equal(spec.to_label_map(spec.to_target(label)), label.long())  # the regions paint back the labels
+
+    main(["ingest", str(root), str(tmp_path / "named"), "--modality", "fundus", "--labels",
+          '{"0": "background", "1": "rim", "2": "cup"}'])
+    named = json.loads((tmp_path / "named" / "dataset.json").read_text())
+    assert named["modality"] == {"0": "fundus", "1": "fundus", "2": "fundus"}
+    assert named["labels"] == {"0": "background", "1": "rim", "2": "cup"}
+    with pytest.raises(DatasetError, match=r"region 'cup' \[3\]: values \[3\] are not foreground label values"):
+        ingest(root, tmp_path / "bad", regions="disc=1,2;cup=3")
+    with pytest.raises(SystemExit):
+        main(["ingest", str(root), str(tmp_path / "bad"), "--regions", "disc=1,2;cup=2", "--regions-class-order",
+              "2,1"])
+    assert "painting {'disc': 2, 'cup': 1} in order turns label value 1 into 2" in capsys.readouterr().err
+    with pytest.raises(DatasetError, match=r"turns label value 2 into 1, which is in other regions"):
+        ingest(root, tmp_path / "bad", regions="cup=2;disc=1,2")  # inner first: no order paints both back
+    with pytest.raises(DatasetError, match=r"modality: 2 channel name\(s\) \['T1', 'T2'\] for images of 3"):
+        ingest(root, tmp_path / "bad", modality="T1,T2")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("ending, shape", [(".nii.gz", (24, 18)), (".mha", (12, 10, 6))])
+def test_vector_pixel_images_are_split_into_one_nifti_per_channel(tmp_path, umask_022, ending, shape):
+    root = tmp_path / "rgb"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.RandomState(2)
+    colours = []
+    for i in range(2):
+        colour = rng.randint(0, 256, (*shape[::-1], 3)).astype(np.uint8)  # SimpleITK arrays are ([z,] y, x, c)
+        image = sitk.GetImageFromArray(colour, isVector=True)
+        image.SetSpacing([0.5] * len(shape))
+        label = sitk.GetImageFromArray((colour[..., 0] > 128).astype(np.uint8))
+        label.CopyInformation(image)
+        sitk.WriteImage(image, str(root / "images" / f"c{i}{ending}"))
+        sitk.WriteImage(label, str(root / "labels" / f"c{i}{ending}"))
+        colours.append(colour)
+
+    description = json.loads(ingest(root, tmp_path / "out").read_text())
+    assert description["spatial_dims"] == len(shape) and description["medsa_ingest"]["image_format"] == "nifti"
+    assert description["modality"] == {"0": "unknown", "1": "unknown", "2": "unknown"}
+    files = description["training"][1]["image"]
+    assert [Path(f).name for f in files] == [f"c1_{c:04d}.nii.gz" for c in range(3)]
+    assert all(Path(f).parent == tmp_path / "out" / "nifti" / "imagesTr" and _mode(Path(f)) == 0o644 for f in files)
+    _assert_loads(description, channels=3)
+    image = LOAD(files)
+    assert image.shape == (3, *shape)
+    expected = np.moveaxis(colours[1], -1, 0).transpose(0, *range(len(shape), 0, -1))  # (c, x, y[, z])
+    assert np.array_equal(image.numpy(), expected)
+    assert np.allclose(nib.load(files[0]).header.get_zooms()[: len(shape)], 0.5)
+
+
+def test_2d_mha_converted_and_2d_nifti_kept(tmp_path):
+    root = tmp_path / "xray"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    image, label = _volume(0, (20, 16, 1))
+    mha = sitk.GetImageFromArray(image[..., 0].T.copy())
+    mha.SetSpacing((0.2, 0.3))
+    mha_label = sitk.GetImageFromArray(label[..., 0].T.copy())
+    mha_label.CopyInformation(mha)
+    sitk.WriteImage(mha, str(root / "images" / "a.mha"))
+    sitk.WriteImage(mha_label, str(root / "labels" / "a.mha"))
+    nib.save(nib.Nifti1Image(image[..., 0], np.diag([0.2, 0.3, 1, 1])), root / "images" / "b.nii.gz")
+    nib.save(nib.Nifti1Image(label[..., 0], np.diag([0.2, 0.3, 1, 1])), root / "labels" / "b.nii.gz")
+
+    description = json.loads(ingest(root, tmp_path / "out", modality="XR").read_text())
+    assert description["spatial_dims"] == 2 and description["modality"] == {"0": "XR"}
+    a, b = description["training"]
+    assert a == {"image": str(tmp_path / "out" / "nifti" / "imagesTr" / "a_0000.nii.gz"),
+                 "label": str(tmp_path / "out" / "nifti" / "labelsTr" / "a.nii.gz")}
+    assert b == {"image": str(root / "images" / "b.nii.gz"), "label": str(root / "labels" / "b.nii.gz")}
+    _assert_loads(description, channels=1)
+    converted = nib.load(a["image"])
+    assert converted.shape == (20, 16) and np.allclose(converted.header.get_zooms(), (0.2, 0.3))
+    assert np.allclose(np.asarray(converted.dataobj), image[..., 0])
+
+    Image.fromarray(image[..., 0].T.astype(np.uint8)).save(root / "images" / "c.png")  # a photograph among them
+    Image.fromarray(label[..., 0].T.copy()).save(root / "labels" / "c.png")
+    volume, volume_label = _volume(1)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), root / "images" / "d.nii.gz")  # and a volume
+    nib.save(nib.Nifti1Image(volume_label, np.eye(4)), root / "labels" / "d.nii.gz")
+    with pytest.raises(DatasetError) as err:
+        ingest(root, tmp_path / "mixed")
+    assert err.value.problems == ["d: image(s) 'd.nii.gz' are 3D, 3 of 4 cases 2D",
+                                  "c: image(s) 'c.png' are photographs, 3 of 4 cases volumes (PNG, JPEG, BMP, TIFF "
+                                  "are scaled otherwise than volumes): convert them to one kind"]
+
+
+def test_problems_of_2d_images_name_their_case_and_file(tmp_path):
+    root = tmp_path / "bad2d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion"}))
+    rng = np.random.RandomState(3)
+    mask = _disc(20, 30, (10, 15), 5).astype(np.uint8)
+    for name in ("ok_a", "ok_b", "ok_c", "nan", "undeclared", "truncated", "alpha", "rgb_mask", "fraction", "small"):
+        Image.fromarray(rng.randint(0, 256, (20, 30)).astype(np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+    Image.fromarray(rng.randint(0, 256, (20, 30, 3)).astype(np.uint8)).save(root / "images" / "colour.png")
+    Image.fromarray(mask).save(root / "masks" / "colour.png")
+    float_image = rng.rand(20, 30).astype(np.float32)
+    float_image[3, 4] = np.nan
+    (root / "images" / "nan.png").unlink()
+    Image.fromarray(float_image).save(root / "images" / "nan.tif")  # a float TIFF (PIL mode F) with a NaN
+    Image.fromarray(mask * 3).save(root / "masks" / "undeclared.png")
+    data = (root / "images" / "truncated.png").read_bytes()
+    (root / "images" / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.fromarray(rng.randint(0, 256, (20, 30, 4)).astype(np.uint8), "RGBA").save(root / "images" / "alpha.png")
+    Image.fromarray(np.stack([mask] * 3, -1)).save(root / "masks" / "rgb_mask.png")
+    Image.fromarray(mask.astype(np.float32) / 2).save(root / "masks" / "fraction.tif")
+    (root / "masks" / "fraction.png").unlink()
+    Image.fromarray(mask[:-2]).save(root / "masks" / "small.png")
+    Image.fromarray(mask).save(root / "masks" / "orphan.png")
+
+    with pytest.raises(DatasetError) as err:
+        ingest(root, tmp_path / "out")
+    problems = err.value.problems
+    text = "\n".join(problems)
+    expected = {
+        "nan": "nan.tif' holds 1 NaN and 0 infinite value(s)",
+        "undeclared": "undeclared.png' has values [3] not among the declared labels [0, 1]",
+        "truncated": "truncated.png' cannot be read",
+        "alpha": "alpha.png' has an alpha channel (PIL mode RGBA): save it as RGB or grey",
+        "rgb_mask": "rgb_mask.png' has several components (PIL mode RGB)",
+        "fraction": "fraction.tif' has non-integer values (e.g. 0.5)",
+        "small": "label 'small.png' has size (30, 18), the image 'small.png' (30, 20)",
+        "colour": "image(s) 'colour.png' have 3 channel(s), 8 of 10 cases have 1",
+        "orphan": "orphan.png' has no image in images/",
+    }
+    for case, message in expected.items():
+        assert any(p.startswith(f"{case}: ") and message in p for p in problems), (case, text)
+    assert "alpha: image(s) 'alpha.png' have 4 channel(s)" in text  # RGBA is also a channel count apart
+    assert len(problems) == len(expected) + 1, text
+    assert not (tmp_path / "out").exists()
+
+
+def test_why_no_training_case_was_found(tmp_path):
+    def problems_of(root: Path) -> str:
+        with pytest.raises(DatasetError) as err:
+            ingest(root, tmp_path / "out")
+        return "\n".join(err.value.problems)
+
+    gifs = tmp_path / "gifs"
+    (gifs / "images").mkdir(parents=True)
+    (gifs / "masks").mkdir()
+    for name in ("a.gif", "b.gif", "notes.txt"):
+        (gifs / "images" / name).write_bytes(b"x")
+    assert ("no training cases found: images/ holds 3 file(s) (.gif, .txt), none in a supported format (.nii.gz, "
+            in problems_of(gifs))
+    no_masks = tmp_path / "no_masks"
+    (no_masks / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(no_masks / "images" / "a.png")
+    assert "no training cases found: no labels/ or masks/ folder beside images/" in problems_of(no_masks)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(no_masks, renamed)
+    (renamed / "masks").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(renamed / "masks" / "a_mask.png")
+    text = problems_of(renamed)
+    assert "no training cases found: none of the 1 image(s) has a label of the same case name in masks/" in text
+    assert "a: image 'a.png' has no label in masks/" in text and "a_mask: label" in text
+    both = tmp_path / "both"
+    shutil.copytree(renamed, both)
+    (both / "labels").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(both / "labels" / "a.png")
+    assert "both labels/ and masks/ hold files" in problems_of(both)
+
+
+def test_labels_found_are_exactly_the_values_present(tmp_path):
+    # Reading the values through a NumPy view of a freed SimpleITK image gave values that were never in the files
+    root = tmp_path / "many"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.RandomState(4)
+    present = set()
+    for i in range(20):
+        label = rng.randint(0, 8, (24, 24, 16)).astype(np.uint8)
+        label[label == 5] = 6  # a gap: 5 is never present
+        present |= set(np.unique(label).tolist())
+        nib.save(nib.Nifti1Image(rng.rand(24, 24, 16).astype(np.float32), np.eye(4)), root / "images" / f"c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labels" / f"c{i}.nii.gz")
+    for _ in range(3):
+        description = json.loads(ingest(root, tmp_path / "out").read_text())
+        assert [int(v) for v in description["labels"]] == sorted(present) == [0, 1, 2, 3, 4, 6, 7]
+    dataset = read_raw_dataset(root, labels={v: f"l{v}" for v in present})
+    assert check_dataset(dataset) == []
+
+
+def test_label_values_with_gaps_are_declared_as_they_are(tmp_path):
+    root = tmp_path / "brats_like"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(2):
+        image, label = _volume(i)
+        label[label == 2] = 4
+        label[2:4, 5:8, 3:5] = 2
+        nib.save(nib.Nifti1Image(image, np.eye(4)), root / "images" / f"b{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labels" / f"b{i}.nii.gz")
+    (root / "labels.json").write_text(json.dumps({"0": "background", "1": "edema", "2": "necrosis", "4": "enhancing"}))
+    description = json.loads(ingest(root, tmp_path / "out").read_text())
+    assert description["labels"] == {"0": "background", "1": "edema", "2": "necrosis", "4": "enhancing"}
+    assert description["training"][0]["label"] == str(root / "labels" / "b0.nii.gz")  # not remapped, not copied
+    spec = LabelSpec.from_description(description)
+    assert spec.values == (0, 1, 2, 4) and spec.num_outputs == 4
+
+
+def _nnunet_regions(root: Path) -> dict:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(2):
+        image, label = _volume(i)
+        label[label == 2] = 4
+        label[2:4, 5:8, 3:5] = 2
+        for c in range(2):
+            nib.save(nib.Nifti1Image(image + c, np.eye(4)), root / "imagesTr" / f"brats_{i:03d}_{c:04d}.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / f"brats_{i:03d}.nii.gz")
+    description = {"channel_names": {"0": "T1", "1": "FLAIR"}, "file_ending": ".nii.gz", "numTraining": 2,
+                   "labels": {"background": 0, "whole": [1, 2, 4], "core": [2, 4], "enhancing": [4]},
+                   "regions_class_order": [1, 2, 4]}
+    (root / "dataset.json").write_text(json.dumps(description))
+    return description
+
+
+def test_nnunet_regions_are_accepted(tmp_path):
+    source = _nnunet_regions(tmp_path / "Dataset137_Toy")
+    description = json.loads(ingest(tmp_path / "Dataset137_Toy", tmp_path / "out").read_text())
+    assert description["labels"] == {"0": "background", "1": "label_1", "2": "label_2", "4": "label_4"}
+    assert description["regions"] == {"whole": [1, 2, 4], "core": [2, 4], "enhancing": [4]}
+    assert description["regions_class_order"] == [1, 2, 4] and description["modality"] == {"0": "T1", "1": "FLAIR"}
+    assert LabelSpec.from_description(description) == LabelSpec.from_description(source)
+    assert description["training"][0]["image"][1].endswith("brats_000_0001.nii.gz")
+    _assert_loads(description, channels=2)
+
+
+def test_nnunet_2d_png_with_an_rgb_file_or_channel_files(tmp_path):
+    root = tmp_path / "Dataset120_Roads"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.RandomState(5)
+    for i in range(2):
+        Image.fromarray(rng.randint(0, 256, (16, 20, 3)).astype(np.uint8)).save(root / "imagesTr" / f"r{i}_0000.png")
+        Image.fromarray((rng.rand(16, 20) > 0.5).astype(np.uint8)).save(root / "labelsTr" / f"r{i}.png")
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "R", "1": "G", "2": "B"},
+                                                   "labels": {"background": 0, "road": 1}, "file_ending": ".png"}))
+    description = json.loads(ingest(root, tmp_path / "out").read_text())
+    assert description["training"][0]["image"] == str(root / "imagesTr" / "r0_0000.png")  # one RGB file, 3 channels
+    assert description["spatial_dims"] == 2 and description["labels"] == {"0": "background", "1": "road"}
+    _assert_loads(description, channels=3)
+
+    Image.fromarray(rng.randint(0, 256, (16, 20)).astype(np.uint8)).save(root / "imagesTr" / "r1_0000.png")
+    with pytest.raises(DatasetError) as err:
+        ingest(root, tmp_path / "out2")
+    assert err.value.problems == ["r1: channel file(s) ['r1_0001.png', 'r1_0002.png'] missing"]

@@ -160,7 +160,7 @@ def test_bad_prompts_are_rejected(kwargs, match):
     "kwargs, match",
     [
         (dict(spatial_dims=4), "spatial_dims"),
-        (dict(in_channels=2), "in_channels"),
+        (dict(in_channels=0), "in_channels must be at least 1"),
         (dict(sam_variant="vit_x"), "unknown SAM variant 'vit_x'"),
         (dict(image_size=100), "multiple of 16"),
         (dict(trainable="some"), "unknown trainable preset"),

@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor, load_decathlon_datalist
+from monai.data import CacheDataset, MetaTensor, PersistentDataset, load_decathlon_datalist
+from monai.transforms import Transposed
+from PIL import Image
 
-from medsa_monai.data import make_synthetic_dataset
+from medsa_monai.cli import main
+from medsa_monai.data import make_synthetic_dataset, split_cases
 from medsa_monai.planning import (
+    PLAN_VERSION,
     PlannedNormalized,
     assign_folds,
     compute_fingerprint,
+    dataset_cache_estimate,
     ingest,
+    load_plan,
+    make_dataset,
     make_plan,
     memory_per_slice,
     saved_activation_bytes,
+    slice_axis,
+    slice_last_indices,
     target_spacing,
+    write_fold_datalist,
 )
+from medsa_monai.planning.fingerprint import is_photographic_format
+from medsa_monai.planning.memory import GIB
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TASK04 = ROOT.parent / "shared" / "data" / "Task04_Hippocampus"
@@ -49,6 +63,8 @@ def _fingerprint(tmp_path, modality="MRI", shape=(16, 20, 12)):
 def test_fingerprint_matches_hand_computation(tmp_path):
     fp = _fingerprint(tmp_path)
     assert fp["num_cases"] == 5 and fp["spatial_dims"] == 3 and fp["channels"] == 1
+    assert fp["photographic_8bit"] is False and fp["image_format"] in (None, "nifti")  # NIfTI, even 8-bit cases
+    assert fp["labels"] == {"0": "background", "1": "head", "2": "tail"} and fp["regions"] == {}
     assert fp["median_spacing"] == [1.0, 1.0, 1.0] and fp["median_shape"] == [16.0, 20.0, 12.0]
     labels = [np.asarray(__import__("nibabel").load(p).dataobj) for p in
               sorted((tmp_path / "data" / "labelsTr").glob("*.nii.gz"))]
@@ -67,11 +83,19 @@ def test_plan_values_and_normalisation(tmp_path):
     assert plan["patch_size"] == [16, 24, 12]  # in-plane rounded up to multiples of 8, depth to 4
     assert plan["image_size"] == 96  # 4 x 24, a multiple of 16
     assert plan["batch_size"] == 2 and plan["num_classes"] == 3 and plan["class_names"] == ["head", "tail"]
+    assert plan["label_values"] == [0, 1, 2] and plan["has_regions"] is False and plan["regions"] == {}
+    assert plan["plan_version"] == PLAN_VERSION == 2 and plan["spatial_dims"] == 3
+    assert plan["configuration"] == "3d" and plan["depth_attention"] is True
+    assert plan["slice_axis"] == 2  # isotropic: the tie goes to the last axis
     assert plan["normalization"] == [{"scheme": "zscore", "modality": "MRI", "nonzero": False}]
+    assert plan["intensity"] == "zscore" and plan["num_folds"] is None
+    assert plan["dataset_cache"] == {"kind": "memory", "estimated_gib": 5 * 16 * 20 * 12 * (4 + 1) / GIB,
+                                     "budget_gib": 8.0}
     ct = make_plan({**fp, "modality": {"0": "CT"}}, sam_variant="vit_tiny", memory_gb=8)
     stats = fp["foreground_intensity"][0]
     assert ct["normalization"][0] == {"scheme": "ct", "modality": "CT", "clip": [stats["percentile_00_5"],
                                       stats["percentile_99_5"]], "mean": stats["mean"], "std": stats["std"]}
+    assert ct["intensity"] == "zscore"
 
 
 def test_memory_budget_shapes_the_plan(tmp_path):
@@ -152,6 +176,312 @@ def test_real_task04_ingest_fingerprint_plan(tmp_path):
     assert fp["cases_with_class"]["1"] == fp["cases_with_class"]["2"] == 200
     plan = make_plan(fp, sam_variant="vit_b", memory_gb=24)
     shapes = np.array(fp["shapes"])
-    assert plan["pixdim"] == [1.0, 1.0, 1.0]
+    assert plan["pixdim"] == [1.0, 1.0, 1.0] and plan["slice_axis"] == 2
     assert plan["patch_size"][:2] == [int(np.ceil(np.median(shapes[:, a]) / 8) * 8) for a in (0, 1)]
     assert plan["normalization"][0]["scheme"] == "zscore" and plan["num_classes"] == 3
+
+
+# -- data sets in the ingested dataset.json contract, built by hand ------------------------------------------------
+
+
+def _dataset_json(root: Path, cases: list[tuple], labels: dict, **extra) -> Path:
+    """``dataset.json`` of ``(image or [images], label)`` cases (relative paths) in ``root``."""
+    description = {"name": "toy", "labels": labels, "training": [{"image": i, "label": lab} for i, lab in cases],
+                   **extra}
+    path = root / "dataset.json"
+    path.write_text(json.dumps(description))
+    return path
+
+
+def _png(path: Path, array: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path.name
+
+
+def _nifti(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), affine: np.ndarray | None = None) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.diag([*spacing, 1.0]) if affine is None else affine), path)
+    return path.name
+
+
+def _grey_png_dataset(root: Path) -> Path:
+    """Three grey 8-bit PNGs (rows x cols) 30x40, 34x44, 30x50: 200 on a 10x10 lesion (mask 255), 50 elsewhere."""
+    cases = []
+    for i, (rows, cols) in enumerate([(30, 40), (34, 44), (30, 50)]):
+        mask = np.zeros((rows, cols), np.uint8)
+        mask[5:15, 10:20] = 255
+        image = np.where(mask > 0, 200, 50).astype(np.uint8)
+        cases.append((_png(root / f"img{i}.png", image), _png(root / f"mask{i}.png", mask)))
+    return _dataset_json(root, cases, {"0": "background", "255": "lesion"}, spatial_dims=2, tensorImageSize="2D",
+                         modality={"0": "photo"}, regions={}, medsa_ingest={"image_format": "png"})
+
+
+def test_grey_png_dataset_fingerprint_and_plan(tmp_path):
+    fp = compute_fingerprint(_grey_png_dataset(tmp_path))
+    # PILReader gives (C, W, H): cols first
+    assert fp["spatial_dims"] == 2 and fp["channels"] == 1 and fp["shapes"] == [[40, 30], [44, 34], [50, 30]]
+    assert fp["spacings"] == [[1.0, 1.0]] * 3 and fp["median_shape"] == [44.0, 30.0]
+    assert fp["photographic_8bit"] is True and fp["image_dtypes"] == ["uint8"]
+    assert fp["class_voxel_fraction"] == {"0": pytest.approx(3896 / 4196), "255": pytest.approx(300 / 4196)}
+    assert fp["cases_with_class"] == {"0": 3, "255": 3} and fp["classes_per_case"] == [[0, 255]] * 3
+    stats = fp["foreground_intensity"][0]
+    assert stats["mean"] == 200 and stats["std"] == 0 and stats["min"] == stats["max"] == 200
+
+    plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
+    assert plan["configuration"] == "2d" and plan["spatial_dims"] == 2 and plan["slice_axis"] is None
+    assert plan["depth_attention"] is False and plan["pixdim"] == [1.0, 1.0]
+    assert plan["patch_size"] == [48, 32] and plan["image_size"] == 192  # 44 -> 48, 30 -> 32; 4 x 48
+    assert 1 <= plan["batch_size"] <= 16
+    assert plan["normalization"] == [{"scheme": "range", "modality": "photo", "range": [0, 255]}]
+    assert plan["intensity"] == "unit"
+    assert plan["label_values"] == [0, 255] and plan["num_classes"] == 2 and plan["class_names"] == ["lesion"]
+    assert plan["labels"] == {"0": "background", "255": "lesion"} and plan["has_regions"] is False
+    assert plan["dataset_cache"]["estimated_gib"] == pytest.approx(3 * 44 * 30 * 5 / GIB)
+    with pytest.raises(ValueError, match="'3d' needs volumes"):
+        make_plan(fp, sam_variant="vit_tiny", memory_gb=8, configuration="3d")
+
+
+def test_rgb_photographs_get_the_range_scheme_and_unit_intensity(tmp_path):
+    rng = np.random.RandomState(0)
+    cases = []
+    for i in range(2):
+        mask = np.zeros((20, 24), np.uint8)
+        mask[4:12, 6:14] = 1
+        cases.append((_png(tmp_path / "rgb" / f"img{i}.png", rng.randint(0, 256, (20, 24, 3)).astype(np.uint8)),
+                      _png(tmp_path / "rgb" / f"mask{i}.png", mask)))
+    fp = compute_fingerprint(_dataset_json(tmp_path / "rgb", cases, {"0": "background", "1": "lesion"}))
+    assert fp["spatial_dims"] == 2 and fp["channels"] == 3 and fp["photographic_8bit"] is True  # by the suffix
+    plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
+    assert plan["in_channels"] == 3 and plan["intensity"] == "unit"
+    assert [s["scheme"] for s in plan["normalization"]] == ["range"] * 3
+    assert all(s["range"] == [0, 255] for s in plan["normalization"])
+
+    # 16-bit values are no 8-bit photograph: per-image z-score
+    wide = [(_png(tmp_path / "wide" / "img.png", (rng.randint(0, 1000, (20, 24))).astype(np.uint16)),
+             _png(tmp_path / "wide" / "mask.png", np.ones((20, 24), np.uint8)))]
+    fp16 = compute_fingerprint(_dataset_json(tmp_path / "wide", wide, {"0": "background", "1": "lesion"}))
+    assert fp16["photographic_8bit"] is False
+    assert make_plan(fp16, sam_variant="vit_tiny", memory_gb=8)["intensity"] == "zscore"
+    assert is_photographic_format(["a.PNG", "b.jpg"]) and not is_photographic_format("a.nii.gz")
+    assert is_photographic_format("a.nii.gz", image_format="png") and not is_photographic_format("a.png", "nifti")
+    assert is_photographic_format("a.png", "jpeg+png") and not is_photographic_format("a.png", "nifti+png")
+
+
+def test_2d_nifti_spacing_from_the_file_and_no_photograph(tmp_path):
+    label = np.zeros((20, 16), np.uint8)
+    label[5:10, 5:10] = 1
+    image = np.where(label > 0, 120, 30).astype(np.uint8)
+    affine = np.diag([0.5, 0.7, 1.0, 1.0])
+    cases = [(_nifti(tmp_path / "a.nii.gz", image, affine=affine), _nifti(tmp_path / "a_seg.nii.gz", label,
+                                                                         affine=affine)),
+             # nnU-Net stores 2D images as (X, Y, 1)
+             (_nifti(tmp_path / "b.nii.gz", image[..., None], affine=affine),
+              _nifti(tmp_path / "b_seg.nii.gz", label[..., None], affine=affine))]
+    fp = compute_fingerprint(_dataset_json(tmp_path, cases, {"0": "background", "1": "x"}, spatial_dims=2,
+                                           medsa_ingest={"image_format": "nifti"}))
+    assert fp["spacings"] == [pytest.approx([0.5, 0.7])] * 2 and fp["shapes"] == [[20, 16]] * 2
+    assert fp["photographic_8bit"] is False  # 8-bit values, but a NIfTI
+    plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
+    assert plan["pixdim"] == [0.5, 0.7] and plan["patch_size"] == [24, 16] and plan["intensity"] == "zscore"
+
+
+def _four_channel_volumes(root: Path) -> Path:
+    """Three 4D NIfTI (12, 10, 8, 4), channels last: channel c is 10 (c + 1) on a 4^3 cube (label 1), c elsewhere."""
+    cases = []
+    for i in range(3):
+        label = np.zeros((12, 10, 8), np.uint8)
+        label[2:6, 2:6, 2:6] = 1
+        image = np.stack([np.where(label > 0, 10.0 * (c + 1), float(c)) for c in range(4)], -1).astype(np.float32)
+        cases.append((_nifti(root / f"case{i}.nii.gz", image), _nifti(root / f"case{i}_seg.nii.gz", label)))
+    return _dataset_json(root, cases, {"0": "background", "1": "tumour"}, tensorImageSize="4D",
+                         modality={"0": "FLAIR", "1": "T1w", "2": "T1gd", "3": "T2w"})
+
+
+def test_four_channel_volumes(tmp_path):
+    fp = compute_fingerprint(_four_channel_volumes(tmp_path))
+    assert fp["spatial_dims"] == 3 and fp["channels"] == 4 and fp["shapes"] == [[12, 10, 8]] * 3
+    assert [s["mean"] for s in fp["foreground_intensity"]] == [10.0, 20.0, 30.0, 40.0]
+    assert fp["class_voxel_fraction"]["1"] == pytest.approx(64 / 960)
+    plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
+    assert plan["in_channels"] == 4 and plan["slice_axis"] == 2 and plan["patch_size"] == [16, 16, 8]
+    assert [s["modality"] for s in plan["normalization"]] == ["FLAIR", "T1w", "T1gd", "T2w"]
+    assert {s["scheme"] for s in plan["normalization"]} == {"zscore"} and plan["intensity"] == "zscore"
+
+
+def test_dataset_cache_in_memory_or_on_disk_by_budget(tmp_path):
+    fp = compute_fingerprint(_four_channel_volumes(tmp_path))
+    size = 3 * (12 * 10 * 8) * (4 * 4 + 1)  # cases x voxels x (4 float32 channels + a uint8 label)
+    assert dataset_cache_estimate(3, [12, 10, 8], 4, size / GIB) == {"kind": "memory", "estimated_gib": size / GIB,
+                                                                     "budget_gib": size / GIB}
+    fits = make_plan(fp, sam_variant="vit_tiny", memory_gb=8, cache_memory_gb=size / GIB)["dataset_cache"]
+    spills = make_plan(fp, sam_variant="vit_tiny", memory_gb=8, cache_memory_gb=0.99 * size / GIB)["dataset_cache"]
+    assert fits["kind"] == "memory" and spills["kind"] == "disk"
+    assert fits["estimated_gib"] == spills["estimated_gib"] == pytest.approx(size / GIB)
+
+
+def test_make_dataset_memory_or_disk(tmp_path):
+    from monai.transforms import Lambdad
+
+    data = [{"x": 1}, {"x": 2}]
+    double = Lambdad("x", lambda v: torch.tensor(v) * 2)
+    memory = make_dataset(data, double, "memory")
+    assert isinstance(memory, CacheDataset) and [int(memory[i]["x"]) for i in range(2)] == [2, 4]
+    disk = make_dataset(data, double, "disk", cache_dir=tmp_path / "cache" / "plan1")
+    assert isinstance(disk, PersistentDataset) and [int(disk[i]["x"]) for i in range(2)] == [2, 4]
+    assert len(list((tmp_path / "cache" / "plan1").iterdir())) == 2
+    with pytest.raises(ValueError, match="cache_dir"):
+        make_dataset(data, double, "disk")
+    with pytest.raises(ValueError, match="'memory', 'disk'"):
+        make_dataset(data, double, "gpu")
+
+
+def _task05_like(root: Path) -> Path:
+    """Three two-channel volumes (5, 40, 24) at (3.6, 0.6, 0.6) mm, one file per channel: thick axis first."""
+    cases = []
+    for i in range(3):
+        label = np.zeros((5, 40, 24), np.uint8)
+        label[1:4, 10:30, 6:18] = 1
+        label[2, 15:25, 8:16] = 2
+        channels = [_nifti(root / f"p{i}_{c:04d}.nii.gz", (label * (c + 1) + 1.0).astype(np.float32),
+                           (3.6, 0.6, 0.6)) for c in range(2)]
+        cases.append((channels, _nifti(root / f"p{i}.nii.gz", label, (3.6, 0.6, 0.6))))
+    return _dataset_json(root, cases, {"0": "background", "1": "PZ", "2": "TZ"}, tensorImageSize="3D",
+                         modality={"0": "T2", "1": "ADC"})
+
+
+def test_thick_first_axis_slices_along_it(tmp_path):
+    # nnU-Net's rule on the thick axis at index 0: the 10th percentile of its spacings
+    spacings = [[5.0, 0.8, 0.8]] * 5 + [[2.5, 0.8, 0.8]] * 5
+    assert target_spacing(spacings, [[40, 512, 512]] * 10) == pytest.approx([2.5, 0.8, 0.8])
+    assert slice_axis([2.5, 0.8, 0.8]) == 0
+
+    fp = compute_fingerprint(_task05_like(tmp_path))
+    assert fp["channels"] == 2 and fp["spacings"] == [pytest.approx([3.6, 0.6, 0.6])] * 3
+    plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
+    assert plan["pixdim"] == [3.6, 0.6, 0.6] and plan["slice_axis"] == 0  # pixdim stays in array order
+    assert plan["patch_size"] == [40, 24, 8]  # network order: in-plane axes 1, 2, then depth 5 -> 8 from axis 0
+    assert plan["image_size"] == 160 and plan["in_channels"] == 2
+    # the bundle's transpose puts the slice axis last: the volume then has the patch's axis order
+    volume = torch.zeros(2, 5, 40, 24)
+    moved = Transposed("image", slice_last_indices(plan["slice_axis"]))({"image": volume})["image"]
+    assert tuple(moved.shape[1:]) == (40, 24, 5)
+
+    per_slice = make_plan(fp, sam_variant="vit_tiny", memory_gb=8, configuration="2d")
+    assert per_slice["configuration"] == "2d" and per_slice["depth_attention"] is False
+    assert per_slice["slice_axis"] == 0 and per_slice["patch_size"] == [40, 24, 1]
+    assert 1 <= per_slice["batch_size"] <= 16 and per_slice["spatial_dims"] == 3
+
+
+def test_slice_axis_and_slice_last_indices():
+    assert slice_axis([1.0, 1.0, 1.0]) == 2 and slice_axis([0.7, 0.7, 5.0]) == 2
+    assert slice_axis([0.7, 4.0, 0.7]) == 1 and slice_axis([1.0, 1.0, 0.999]) == 2  # within 1 %: a tie
+    assert slice_last_indices(0) == [0, 2, 3, 1]
+    assert slice_last_indices(1) == [0, 1, 3, 2]
+    assert slice_last_indices(2) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="0, 1 or 2"):
+        slice_last_indices(3)
+
+
+def test_fingerprint_is_in_ras_array_order(tmp_path):
+    # file axes (thick, x, y): the affine sends file axis 0 to S, 1 to R, 2 to A; RAS order is then (x, y, thick)
+    affine = np.array([[0, 0.6, 0, 0], [0, 0, 0.6, 0], [3.6, 0, 0, 0], [0, 0, 0, 1]])
+    label = np.zeros((5, 40, 24), np.uint8)
+    label[2, 10:20, 5:10] = 1
+    case = (_nifti(tmp_path / "img.nii.gz", label.astype(np.float32), affine=affine),
+            _nifti(tmp_path / "seg.nii.gz", label, affine=affine))
+    fp = compute_fingerprint(_dataset_json(tmp_path, [case], {"0": "background", "1": "x"}))
+    assert fp["shapes"] == [[40, 24, 5]] and fp["spacings"] == [pytest.approx([0.6, 0.6, 3.6])]
+
+
+def test_regions_set_the_network_outputs(tmp_path):
+    cases = []
+    for i, fill in enumerate([lambda lab: (lab.__setitem__(slice(0, 2), 1), lab.__setitem__(slice(2, 3), 2)),
+                              lambda lab: lab.__setitem__(slice(0, 1), 1)]):
+        label = np.zeros((8, 8, 8), np.uint8)
+        fill(label)
+        cases.append((_nifti(tmp_path / f"img{i}.nii.gz", label.astype(np.float32) + 1),
+                      _nifti(tmp_path / f"seg{i}.nii.gz", label)))
+    fp = compute_fingerprint(_dataset_json(tmp_path, cases, {"0": "background", "1": "edema", "2": "core"},
+                                           regions={"whole": [1, 2], "core": [2]}, regions_class_order=[1, 2]))
+    # case 0: 128 voxels of 1 and 64 of 2; case 1: 64 voxels of 1; 1024 voxels in all
+    assert fp["region_voxel_fraction"] == {"whole": 256 / 1024, "core": 64 / 1024}
+    assert fp["cases_with_region"] == {"whole": 2, "core": 1} and fp["cases_with_class"] == {"0": 2, "1": 2, "2": 1}
+    plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
+    assert plan["has_regions"] is True and plan["num_classes"] == 2 and plan["class_names"] == ["whole", "core"]
+    assert plan["label_values"] == [0, 1, 2] and plan["regions"] == {"whole": [1, 2], "core": [2]}
+    assert plan["regions_class_order"] == [1, 2] and plan["labels"]["2"] == "core"
+
+
+def test_nan_in_an_image_names_the_file(tmp_path):
+    label = np.zeros((6, 6, 6), np.uint8)
+    label[2:4, 2:4, 2:4] = 1
+    bad = np.ones((6, 6, 6), np.float32)
+    bad[0, 0, 0] = np.nan
+    cases = [(_nifti(tmp_path / "good.nii.gz", np.ones((6, 6, 6), np.float32)), _nifti(tmp_path / "s0.nii.gz", label)),
+             (_nifti(tmp_path / "bad_image.nii.gz", bad), _nifti(tmp_path / "s1.nii.gz", label))]
+    with pytest.raises(ValueError, match="bad_image.nii.gz.*NaN or infinite"):
+        compute_fingerprint(_dataset_json(tmp_path, cases, {"0": "background", "1": "x"}))
+    inf = np.ones((6, 6, 6), np.float32)
+    inf[1, 1, 1] = np.inf
+    per_channel = [([_nifti(tmp_path / "c0.nii.gz", np.ones((6, 6, 6), np.float32)),
+                     _nifti(tmp_path / "c1_inf.nii.gz", inf)], "s0.nii.gz")]
+    with pytest.raises(ValueError, match="c1_inf.nii.gz.*channel 1"):
+        compute_fingerprint(_dataset_json(tmp_path, per_channel, {"0": "background", "1": "x"}))
+
+
+def test_split_cases_refuses_a_fold_the_datalist_does_not_have(caplog):
+    data = [{"image": f"c{i}.nii.gz", "label": f"s{i}.nii.gz", "fold": i % 3} for i in range(6)]
+    train, val = split_cases(data, fold=1)
+    assert [d["image"] for d in val] == ["c1.nii.gz", "c4.nii.gz"] and len(train) == 4
+    with pytest.raises(ValueError, match=r"fold 5 is not in this datalist: it has folds 0\.\.2"):
+        split_cases(data, fold=5)
+    with pytest.raises(ValueError, match="fold must be 0 or more, got -1"):
+        split_cases(data, fold=-1)
+    with pytest.raises(ValueError, match="1 of the datalist's 7 items have no 'fold' key"):
+        split_cases([*data, {"image": "c6.nii.gz", "label": "s6.nii.gz"}], fold=0)
+    unfolded = [{k: v for k, v in d.items() if k != "fold"} for d in data]
+    with caplog.at_level(logging.WARNING, logger="medsa_monai.data.datalist"):
+        assert split_cases(unfolded, 0.5, seed=3, fold=2) == split_cases(unfolded, 0.5, seed=3)
+    assert "fold 2 is ignored" in caplog.text
+
+
+def test_plan_records_the_datalist_folds(tmp_path):
+    fp = compute_fingerprint(_four_channel_volumes(tmp_path / "data"))
+    training = [{"image": f"c{i}.nii.gz", "label": f"s{i}.nii.gz"} for i in range(3)]
+    recorded = write_fold_datalist(tmp_path / "with.json", training, [0, 1, 2], num_folds=3)
+    counted = write_fold_datalist(tmp_path / "without.json", training, [0, 1, 0])
+    assert make_plan(fp, sam_variant="vit_tiny", memory_gb=8, datalist_file=str(recorded))["num_folds"] == 3
+    assert make_plan(fp, sam_variant="vit_tiny", memory_gb=8, datalist_file=str(counted))["num_folds"] == 2
+
+
+def test_version_1_plan_is_refused(tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"plan_version": 1, "patch_size": [40, 56, 40]}))
+    with pytest.raises(ValueError, match="plan_version 1, this medsa-monai reads version 2; run `medsa plan` again"):
+        load_plan(path)
+    assert load_plan(None) == {}
+
+
+def test_planned_range_normalisation_by_hand():
+    image = torch.tensor([[[-10.0, 0.0, 51.0, 127.5, 255.0, 300.0]]])
+    out = PlannedNormalized("image", [{"scheme": "range", "range": [0, 255]}])({"image": image})["image"]
+    assert torch.allclose(out, torch.tensor([[[0.0, 0.0, 0.2, 0.5, 1.0, 1.0]]]))
+    shifted = PlannedNormalized("image", [{"scheme": "range", "range": [-10, 30]}])({"image": image})["image"]
+    assert torch.allclose(shifted[0, 0, :3], torch.tensor([0.0, 0.25, 1.0]))
+    with pytest.raises(ValueError, match="low < high"):
+        PlannedNormalized("image", [{"scheme": "range", "range": [5, 5]}])({"image": image})
+
+
+def test_plan_command_line(tmp_path, capsys):
+    dataset = _task05_like(tmp_path / "data")
+    main(["plan", str(dataset), "--output-dir", str(tmp_path / "plan"), "--sam-variant", "vit_tiny", "--memory-gb",
+          "8", "--folds", "3", "--configuration", "2d", "--cache-memory-gb", "0.000001"])
+    printed = capsys.readouterr().out
+    for text in ('"configuration": "2d"', '"slice_axis": 0', '"intensity": "zscore"', '"kind": "disk"',
+                 '"num_folds": 3'):
+        assert text in printed
+    plan = load_plan(tmp_path / "plan" / "plan.json")
+    assert plan["patch_size"] == [40, 24, 1] and plan["num_folds"] == 3 and plan["dataset_cache"]["budget_gib"] == 1e-6
+    datalist = json.loads((tmp_path / "plan" / "datalist.json").read_text())
+    assert sorted(item["fold"] for item in datalist["training"]) == [0, 1, 2]

@@ -144,9 +144,9 @@ def test_medsa_trains_and_continual_adaptation_runs(lesions, trained, tmp_path):
 def test_training_without_validation_data_saves_the_last_model(lesions, tmp_path):
     # MONAI Label's val_split of a few labelled images leaves no validation image
     log = bundle_cli("run", "training", "--config_file", TRAIN, "--dataset_dir", str(lesions), "--bundle_root",
-                     str(tmp_path), "--sam_checkpoint", "None", "--max_epochs", "1", "--val_fraction", "0.0",
-                     "--batch_size", "4", "--progress_bar", "False", *FAST)
-    assert "no validation data" in log
+                     str(tmp_path), "--sam_checkpoint", "None", "--max_epochs", "3", "--val_interval", "1",
+                     "--val_fraction", "0.0", "--batch_size", "4", "--progress_bar", "False", *FAST)
+    assert "no validation data" in log  # more epochs than val_interval: the skipped validation runs each epoch
     model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
-    last = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", weights_only=True)["model"]
+    last = torch.load(tmp_path / "models" / "checkpoint_epoch=3.pt", weights_only=True)["model"]
     assert model.keys() == last.keys() and all(torch.equal(model[k], last[k]) for k in model)

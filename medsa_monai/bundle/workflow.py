@@ -115,6 +115,15 @@ def _has_no_data(evaluator: Engine) -> bool:
         return False
 
 
+def _skipped_run(evaluator: Engine):
+    """A stand-in for ``evaluator.run`` that runs nothing and returns the evaluator's state."""
+
+    def run(*args, **kwargs):
+        return evaluator.state
+
+    return run
+
+
 def _save_model(_: Engine, network, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(unwrap_network(network).state_dict(), tmp)
@@ -197,7 +206,7 @@ def prepare_training(
                        "skipped and %s/model.pt is the last epoch's model", ckpt_dir)
         # ValidationHandler, a plain entry of train#handlers, would run the evaluator on nothing (ignite refuses
         # empty data): make its runs no-ops, and save the last epoch's model where the best one would have gone.
-        evaluator.run = lambda *args, **kwargs: evaluator.state
+        evaluator.run = _skipped_run(evaluator)
         evaluator = None
         if idist.get_rank() == 0:
             trainer.add_event_handler(Events.COMPLETED, _save_model, state["model"], Path(ckpt_dir) / "model.pt")

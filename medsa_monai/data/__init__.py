@@ -2,11 +2,14 @@
 
 from .checks import CheckImageChannelsd, CheckImageLabeld
 from .datalist import check_files, image_mask_pairs, load_datalist, split_cases
+from .labels import LabelSpec, LabelsToTargetd, TargetToLabelsd, parse_regions
+from .loading import LoadImaged
 from .spacing import Spacingd
 from .synthetic import make_synthetic_dataset, make_synthetic_lesion_folder, synthetic_case
 from .writers import (
     AtomicNibabelWriter,
     AtomicPILWriter,
+    SaveLabelMapd,
     SaveProbabilitiesd,
     load_probabilities,
     save_label_map,
@@ -18,7 +21,12 @@ __all__ = [
     "AtomicPILWriter",
     "CheckImageChannelsd",
     "CheckImageLabeld",
+    "LabelSpec",
+    "LoadImaged",
+    "LabelsToTargetd",
+    "SaveLabelMapd",
     "SaveProbabilitiesd",
+    "TargetToLabelsd",
     "Spacingd",
     "check_files",
     "image_mask_pairs",
@@ -26,6 +34,7 @@ __all__ = [
     "load_probabilities",
     "make_synthetic_dataset",
     "make_synthetic_lesion_folder",
+    "parse_regions",
     "save_label_map",
     "save_probabilities",
     "split_cases",

@@ -15,18 +15,27 @@ def _source(tensor, fallback: str = "?") -> str:
     return Path(str(getattr(tensor, "meta", {}).get("filename_or_obj", fallback))).name
 
 
-def check_channels(image, channels: int) -> None:
+def check_finite(image) -> None:
+    """Raise ``ValueError`` naming the file when ``image`` holds NaN or infinite values."""
+    values = torch.as_tensor(image)
+    if values.is_floating_point() and not torch.isfinite(values).all():
+        bad = int((~torch.isfinite(values)).sum())
+        raise ValueError(f"case '{_source(image)}': the image has {bad} NaN or infinite value(s)")
+
+
+def check_channels(image, channels: int | None) -> None:
     """Raise ``ValueError`` naming the file when ``image`` (channel first) does not have ``channels`` channels."""
-    if image.shape[0] != channels:
+    if channels is not None and image.shape[0] != channels:
         raise ValueError(f"case '{_source(image)}': the image has {image.shape[0]} channel(s), this bundle expects "
                          f"{channels}")
 
 
 class CheckImageChannelsd(MapTransform):
-    """Check that each image (channel first, after ``EnsureChannelFirstd``) has ``channels`` channels, e.g. that an
-    RGB bundle gets no grey image; the error names the file."""
+    """Check that each image (channel first, after ``EnsureChannelFirstd``) has ``channels`` channels (``None``:
+    any), e.g. that an RGB bundle gets no grey image, and that it holds no NaN or infinite value; the error names
+    the file."""
 
-    def __init__(self, keys="image", channels: int = 3) -> None:
+    def __init__(self, keys="image", channels: int | None = 3) -> None:
         super().__init__(keys)
         self.channels = channels
 
@@ -34,6 +43,7 @@ class CheckImageChannelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             check_channels(d[key], self.channels)
+            check_finite(d[key])
         return d
 
 
@@ -61,8 +71,8 @@ class CheckImageLabeld(MapTransform):
         d = dict(data)
         image, label = d[self.image_key], d[self.label_key]
         case = _source(label, _source(image))
-        if self.image_channels is not None:
-            check_channels(image, self.image_channels)
+        check_channels(image, self.image_channels)
+        check_finite(image)
         if label.shape[0] != 1:
             raise ValueError(f"case '{case}': the label has {label.shape[0]} channels, expected 1 (a label map)")
         if tuple(image.shape[1:]) != tuple(label.shape[1:]):

@@ -76,12 +76,20 @@ def split_cases(data: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, 
                 ) -> tuple[list[dict], list[dict]]:
     """Split cases into training and validation.
 
-    With ``fold`` and items that carry a ``fold`` key (see ``datalists/``), the validation cases are that fold's.
-    Otherwise a seeded random ``val_fraction`` of the cases, the same for the same case set and seed whatever the
-    datalist's order.
+    With ``fold`` and items that carry a ``fold`` key (see ``datalists/``, ``medsa plan``), the validation cases are
+    that fold's. Otherwise a seeded random ``val_fraction`` of the cases, the same for the same case set and seed
+    whatever the datalist's order (a ``fold`` given for items without ``fold`` keys is ignored, with a warning).
+
+    Raises:
+        ValueError: for a negative fold, a fold the datalist does not have, or a datalist where only some items
+            carry a ``fold`` key.
     """
-    if fold is not None and all("fold" in item for item in data):
-        return [d for d in data if d["fold"] != fold], [d for d in data if d["fold"] == fold]
+    if fold is not None:
+        folded = _fold_split(data, int(fold))
+        if folded is not None:
+            return folded
+        logger.warning("fold %s is ignored: the datalist's items carry no 'fold' key; validating on a seeded random "
+                       "%g of the cases instead", fold, val_fraction)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     ordered = sorted(data, key=lambda item: str(item["image"]))
@@ -89,6 +97,24 @@ def split_cases(data: Sequence[dict], val_fraction: float = 0.2, seed: int = 0, 
     n_val = int(round(len(ordered) * val_fraction))
     val = {int(i) for i in order[:n_val]}
     return [d for i, d in enumerate(ordered) if i not in val], [d for i, d in enumerate(ordered) if i in val]
+
+
+def _fold_split(data: Sequence[dict], fold: int) -> tuple[list[dict], list[dict]] | None:
+    """The split of ``fold`` by the items' ``fold`` keys; ``None`` when no item has one."""
+    if fold < 0:
+        raise ValueError(f"fold must be 0 or more, got {fold}")
+    unfolded = [item for item in data if "fold" not in item]
+    if len(unfolded) == len(data):
+        return None
+    if unfolded:
+        raise ValueError(f"fold {fold}: {len(unfolded)} of the datalist's {len(data)} items have no 'fold' key "
+                         f"(e.g. '{unfolded[0].get('image')}'); give every item a fold, or none")
+    folds = sorted({int(item["fold"]) for item in data})
+    if fold not in folds:
+        contiguous = len(folds) > 1 and folds == list(range(folds[0], folds[-1] + 1))
+        described = f"{folds[0]}..{folds[-1]}" if contiguous else ", ".join(map(str, folds))
+        raise ValueError(f"fold {fold} is not in this datalist: it has folds {described}")
+    return [d for d in data if int(d["fold"]) != fold], [d for d in data if int(d["fold"]) == fold]
 
 
 def image_mask_pairs(dataset_dir: str | Path, images: str = "images", masks: str | None = "masks") -> list[dict]:

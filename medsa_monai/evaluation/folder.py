@@ -8,32 +8,40 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image
 
+from ..data.labels import LabelSpec
+from ..data.writers import case_name
 from .io import write_json
-from .metrics import case_metrics
+from .metrics import mask_metrics
 
 __all__ = ["evaluate_folder", "match_cases", "NNUNET_KEYS"]
 
 # our metric name -> nnU-Net's summary.json name
 NNUNET_KEYS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "tp": "TP", "fp": "FP", "fn": "FN", "tn": "TN",
                "pred_voxels": "n_pred", "ref_voxels": "n_ref"}
-ENDING = ".nii.gz"
+ENDINGS = (".nii.gz", ".png")
 
 
 def _case(path: Path) -> str:
-    name = path.name[: -len(ENDING)] if path.name.endswith(ENDING) else path.stem
+    name = case_name(path)
     return name[: -len("_seg")] if name.endswith("_seg") else name
+
+
+def _label_files(folder: Path) -> dict[str, Path]:
+    return {_case(p): p for p in sorted(Path(folder).iterdir()) if not p.name.startswith(".")
+            and p.name.lower().endswith(ENDINGS)} if Path(folder).is_dir() else {}
 
 
 def match_cases(prediction_dir: Path, reference_dir: Path) -> list[tuple[str, Path, Path]]:
     """``(case, prediction, reference)`` for every reference label; a reference without prediction is an error.
 
-    Predictions may be named ``<case>.nii.gz`` or ``<case>_seg.nii.gz`` (the bundles' inference output).
+    Label maps are NIfTI (``.nii.gz``) or PNG; predictions may be named ``<case>`` or ``<case>_seg`` (the bundles'
+    inference output).
     """
-    predictions = {_case(p): p for p in sorted(Path(prediction_dir).glob(f"*{ENDING}")) if not p.name.startswith(".")}
-    references = {_case(p): p for p in sorted(Path(reference_dir).glob(f"*{ENDING}")) if not p.name.startswith(".")}
+    predictions, references = _label_files(prediction_dir), _label_files(reference_dir)
     if not references:
-        raise FileNotFoundError(f"no reference labels (*{ENDING}) in '{reference_dir}'")
+        raise FileNotFoundError(f"no reference labels ({', '.join('*' + e for e in ENDINGS)}) in '{reference_dir}'")
     missing = sorted(set(references) - set(predictions))
     if missing:
         raise FileNotFoundError(f"{len(missing)} case(s) of '{reference_dir}' have no prediction in "
@@ -41,48 +49,74 @@ def match_cases(prediction_dir: Path, reference_dir: Path) -> list[tuple[str, Pa
     return [(case, predictions[case], references[case]) for case in sorted(references)]
 
 
-def evaluate_folder(prediction_dir: str | Path, reference_dir: str | Path, labels: Mapping[int, str],
-                    output: str | Path | None = None) -> dict:
-    """Dice, IoU, HD95 (mm) and TP / FP / FN / TN voxel counts per case and class, and their means.
+def read_label_map(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[float]]:
+    """A label map, its affine (``None`` for PNG) and its spacing (1 per pixel for PNG)."""
+    if path.name.lower().endswith(".png"):
+        array = np.asarray(Image.open(path))
+        if array.ndim != 2:
+            raise ValueError(f"label map '{path}' is not a single-channel image (shape {array.shape})")
+        return array.astype(np.int64), None, [1.0, 1.0]
+    image = nib.load(path)
+    array = np.asarray(image.dataobj).astype(np.int64)
+    return array, image.affine, [float(z) for z in image.header.get_zooms()[: array.ndim]]
 
+
+def evaluate_folder(prediction_dir: str | Path, reference_dir: str | Path, labels: Mapping[int, str] | LabelSpec,
+                    output: str | Path | None = None) -> dict:
+    """Dice, IoU, HD95 (mm; pixels for PNG) and TP / FP / FN / TN voxel counts per case and class (or region),
+    and their means.
+
+    ``labels`` is ``{value: name}`` or a :class:`~medsa_monai.data.LabelSpec`; with regions (e.g. optic disc
+    {1, 2} and cup {2}) each region is measured, keyed by its name, as nnU-Net's region-based summaries are.
     The summary has nnU-Net's layout: ``metric_per_case`` (``prediction_file``, ``reference_file``, ``metrics`` per
-    class value), ``mean`` per class value, ``foreground_mean`` (the mean of the class means), plus ``class_names``
-    and, per class, the ``std`` and ``median`` of each metric. NaN (a class absent from both) is left out of means.
+    class value or region name), ``mean`` per class, ``foreground_mean`` (the mean of the class means), plus
+    ``class_names`` and, per class, the ``std`` and ``median`` of each metric. NaN (a class absent from both) is
+    left out of means.
 
     Raises:
         ValueError: for a prediction whose shape or affine differs from its reference, naming the case.
     """
-    classes = {int(k): str(v) for k, v in labels.items() if int(k) != 0}
+    spec = labels if isinstance(labels, LabelSpec) else None
+    if spec is not None and spec.has_regions:
+        keys = {name: name for name in spec.region_names}
+    else:
+        classes = dict(zip(spec.values[1:], spec.names[1:], strict=True)) if spec is not None else {
+            int(k): str(v) for k, v in labels.items() if int(k) != 0}
+        keys = {str(v): name for v, name in classes.items()}
     per_case = []
     for case, pred_path, ref_path in match_cases(Path(prediction_dir), Path(reference_dir)):
-        pred_img, ref_img = nib.load(pred_path), nib.load(ref_path)
-        if pred_img.shape != ref_img.shape or not np.allclose(pred_img.affine, ref_img.affine, atol=1e-3):
-            raise ValueError(f"case '{case}': prediction '{pred_path.name}' (shape {pred_img.shape}) is not in the "
-                             f"geometry of reference '{ref_path.name}' (shape {ref_img.shape})")
-        pred = np.asarray(pred_img.dataobj).astype(np.int64)
-        ref = np.asarray(ref_img.dataobj).astype(np.int64)
-        spacing = [float(z) for z in ref_img.header.get_zooms()[: ref.ndim]]
-        metrics = case_metrics(pred, ref, {v: str(v) for v in classes}, spacing)
+        pred, pred_affine, _ = read_label_map(pred_path)
+        ref, ref_affine, spacing = read_label_map(ref_path)
+        same_affine = pred_affine is None or ref_affine is None or np.allclose(pred_affine, ref_affine, atol=1e-3)
+        if pred.shape != ref.shape or not same_affine:
+            raise ValueError(f"case '{case}': prediction '{pred_path.name}' (shape {pred.shape}) is not in the "
+                             f"geometry of reference '{ref_path.name}' (shape {ref.shape})")
+        if spec is not None and spec.has_regions:
+            pred_masks, ref_masks = spec.output_masks(pred), spec.output_masks(ref)
+        else:
+            pred_masks = {key: pred == int(key) for key in keys}
+            ref_masks = {key: ref == int(key) for key in keys}
+        metrics = mask_metrics(pred_masks, ref_masks, spacing)
         for m in metrics.values():
             m["tn"] = int(ref.size - m["tp"] - m["fp"] - m["fn"])
         per_case.append({
             "prediction_file": str(pred_path),
             "reference_file": str(ref_path),
-            "metrics": {v: {NNUNET_KEYS[k]: val for k, val in m.items()} for v, m in metrics.items()},
+            "metrics": {k: {NNUNET_KEYS[name]: val for name, val in m.items()} for k, m in metrics.items()},
         })
     mean, spread = {}, {}
-    for value in map(str, classes):
-        mean[value], spread[value] = {}, {}
-        for key in NNUNET_KEYS.values():
-            values = np.array([c["metrics"][value][key] for c in per_case], dtype=float)
+    for key in keys:
+        mean[key], spread[key] = {}, {}
+        for metric in NNUNET_KEYS.values():
+            values = np.array([c["metrics"][key][metric] for c in per_case], dtype=float)
             finite = values[~np.isnan(values)]
-            mean[value][key] = float(finite.mean()) if finite.size else math.nan
-            spread[value][key] = {"std": float(finite.std()) if finite.size else math.nan,
-                                  "median": float(np.median(finite)) if finite.size else math.nan}
-    foreground_mean = {key: float(np.nanmean([mean[v][key] for v in mean])) if mean else math.nan
-                       for key in NNUNET_KEYS.values()}
-    summary = {"foreground_mean": foreground_mean, "mean": mean, "spread": spread,
-               "class_names": {str(v): n for v, n in classes.items()}, "metric_per_case": per_case}
+            mean[key][metric] = float(finite.mean()) if finite.size else math.nan
+            spread[key][metric] = {"std": float(finite.std()) if finite.size else math.nan,
+                                   "median": float(np.median(finite)) if finite.size else math.nan}
+    foreground_mean = {metric: float(np.nanmean([mean[k][metric] for k in mean])) if mean else math.nan
+                       for metric in NNUNET_KEYS.values()}
+    summary = {"foreground_mean": foreground_mean, "mean": mean, "spread": spread, "class_names": keys,
+               "metric_per_case": per_case}
     if output is not None:
         write_json(output, summary)
     return summary

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
-__all__ = ["confusion_counts", "dice_score", "hd95", "case_metrics", "summarize"]
+__all__ = ["confusion_counts", "dice_score", "hd95", "case_metrics", "mask_metrics", "summarize"]
 
 METRICS = ("dice", "iou", "hd95", "tp", "fp", "fn", "ref_voxels", "pred_voxels")
 
@@ -55,9 +55,19 @@ def case_metrics(
     """Metrics of each class of two label maps of the same shape: ``{class_name: {metric: value}}``."""
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
+    return mask_metrics({name: prediction == value for value, name in classes.items()},
+                        {name: reference == value for value, name in classes.items()}, spacing)
+
+
+def mask_metrics(predictions: Mapping[str, np.ndarray], references: Mapping[str, np.ndarray],
+                 spacing: Sequence[float]) -> dict[str, dict[str, float]]:
+    """Metrics of each named pair of boolean masks (a class, or a region such as the optic disc {1, 2}):
+    ``{name: {metric: value}}``."""
     out = {}
-    for value, name in classes.items():
-        pred, ref = prediction == value, reference == value
+    for name, ref in references.items():
+        pred = predictions[name]
+        if pred.shape != ref.shape:
+            raise ValueError(f"'{name}': prediction shape {pred.shape} differs from reference shape {ref.shape}")
         tp, fp, fn = confusion_counts(pred, ref)
         out[name] = {
             "dice": _dice(tp, fp, fn),

@@ -8,13 +8,12 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from ..data.atomic import remove_stale_temporaries
 from ..data.writers import save_label_map
-from .folder import match_cases
+from .folder import ENDINGS, match_cases, read_label_map
 from .io import write_json
 from .metrics import dice_score
 
@@ -46,8 +45,7 @@ def determine_postprocessing(prediction_dir: str | Path, reference_dir: str | Pa
     classes = [int(k) for k in labels if int(k) != 0]
     cases = []
     for _, pred_path, ref_path in match_cases(Path(prediction_dir), Path(reference_dir)):
-        cases.append((np.asarray(nib.load(pred_path).dataobj).astype(np.int64),
-                      np.asarray(nib.load(ref_path).dataobj).astype(np.int64)))
+        cases.append((read_label_map(pred_path)[0], read_label_map(ref_path)[0]))
     decisions = {}
     for value in classes:
         before = [dice_score(p == value, r == value) for p, r in cases]
@@ -72,10 +70,9 @@ def apply_postprocessing(input_dir: str | Path, output_dir: str | Path, rules: s
     output_dir = Path(output_dir)
     remove_stale_temporaries(output_dir)
     written = []
-    for path in sorted(Path(input_dir).glob("*.nii.gz")):
-        if path.name.startswith("."):
+    for path in sorted(Path(input_dir).iterdir()):
+        if path.name.startswith(".") or not path.name.lower().endswith(ENDINGS):
             continue
-        image = nib.load(path)
-        labels = largest_component(np.asarray(image.dataobj).astype(np.int64), classes)
-        written.append(save_label_map(output_dir / path.name, labels, image.affine))
+        labels, affine, _ = read_label_map(path)
+        written.append(save_label_map(output_dir / path.name, largest_component(labels, classes), affine))
     return written

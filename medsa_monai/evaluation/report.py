@@ -12,9 +12,10 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
+from ..data.labels import LabelSpec
 from ..data.writers import case_name as file_case_name
 from .io import write_csv, write_json
-from .metrics import METRICS, case_metrics, summarize
+from .metrics import METRICS, case_metrics, mask_metrics, summarize
 
 __all__ = ["SegmentationReport", "class_map", "case_name", "label_map"]
 
@@ -56,13 +57,27 @@ class SegmentationReport:
     Args:
         output_dir: where to write; ``None`` to only compute.
         class_names: names of the foreground classes, a list for values 1, 2, ... or a ``{value: name}`` mapping.
+        label_spec: the data set's labels; predictions and references are then label maps in its own values, and
+            each class or region (:meth:`~medsa_monai.data.LabelSpec.output_masks`) is measured, named by
+            ``class_names`` in order.
+        targets: with ``label_spec``, predictions and references are in the training target's layout (class
+            indices, or one binary channel per region) rather than label maps in the data set's values.
         pred_key, label_key: keys of the prediction and the reference in each output item.
     """
 
     def __init__(self, output_dir: str | Path | None, class_names: Mapping[Any, str] | Sequence[str],
-                 pred_key: str = "pred", label_key: str = "label") -> None:
+                 pred_key: str = "pred", label_key: str = "label", label_spec: LabelSpec | None = None,
+                 targets: bool = False) -> None:
         self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.label_spec = label_spec
+        self.targets = targets
         self.classes = class_map(class_names)
+        self._renamed: dict[str, str] = {}
+        if label_spec is not None:  # label maps in the data set's own values: measure each class or region
+            names = dict(zip(label_spec.output_names, class_names, strict=True)) if len(class_names) == len(
+                label_spec.output_names) else {}
+            self.classes = {i + 1: names.get(n, n) for i, n in enumerate(label_spec.output_names)}
+            self._renamed = names
         self.pred_key = pred_key
         self.label_key = label_key
         self.cases: list[tuple[str, dict[str, dict[str, float]]]] = []
@@ -84,8 +99,16 @@ class SegmentationReport:
                 continue
             spacing = getattr(label, "pixdim", None)
             spacing = [float(s) for s in spacing] if spacing is not None else [1.0] * (label.ndim - 1)
-            self.cases.append((case_name(item), case_metrics(label_map(pred), label_map(label), self.classes,
-                                                             spacing)))
+            if self.label_spec is not None and self.targets:
+                pred, label = self.label_spec.to_label_map(pred), self.label_spec.to_label_map(label)
+            self.cases.append((case_name(item), self._metrics(label_map(pred), label_map(label), spacing)))
+
+    def _metrics(self, pred: np.ndarray, label: np.ndarray, spacing: list[float]) -> dict[str, dict[str, float]]:
+        if self.label_spec is None:
+            return case_metrics(pred, label, self.classes, spacing)
+        rename = self._renamed
+        return mask_metrics({rename.get(n, n): m for n, m in self.label_spec.output_masks(pred).items()},
+                            {rename.get(n, n): m for n, m in self.label_spec.output_masks(label).items()}, spacing)
 
     def finish(self, engine: Engine) -> None:
         cases = self.cases

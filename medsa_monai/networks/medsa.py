@@ -14,6 +14,7 @@ from .checkpoint import load_state_dict_checked, read_state_dict
 from .decoder import build_mask_decoder
 from .encoder import MedSAImageEncoder
 from .guidance import guidance_to_points
+from .input_layer import ChannelMixer
 from .presets import SAM_GROUPS, TRAINABLE_PRESETS, apply_trainable, parameter_group
 from .prompt_mapping import to_sam_prompts
 from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_prompt_encoder, check_image_size
@@ -81,8 +82,15 @@ class MedSA(nn.Module):
     The attribute names ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` and all their state-dict keys
     are SAM's, so official SAM, MedSAM and Med-SA checkpoints load by key.
 
-    Input intensities (``intensity``): SAM was trained on 8-bit RGB normalised by its pixel mean and std. A grey
-    image (``in_channels=1``) is repeated to three channels, then:
+    Input channels (``in_channels``, any ``C >= 1``): SAM reads three (RGB). A grey image (``C = 1``) is repeated to
+    three channels and an RGB image (``C = 3``) is used as it is, exactly as SAM. Any other number of channels
+    (modalities, e.g. four MRI sequences) goes through a trainable input layer (:class:`ChannelMixer`, a 1x1
+    convolution ``C -> 3``, state-dict keys ``input_layer.*``, trainable in every preset) that starts as the mean of
+    the channels in each of the three, so the encoder first sees the mean modality as a grey image. The layer acts
+    on the resized slices in the input's intensity space, before the mapping below.
+
+    Input intensities (``intensity``): SAM was trained on 8-bit RGB normalised by its pixel mean and std. The three
+    channels are then:
 
     - ``"unit"`` (default): intensities in ``[0, 1]`` (e.g. after ``ScaleIntensityRange``) are multiplied by 255 and
       normalised as SAM does, so the network sees what SAM sees for the 8-bit version of the image;
@@ -111,7 +119,7 @@ class MedSA(nn.Module):
 
     Args:
         spatial_dims: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, H, W, D)``.
-        in_channels: 1 (grey) or 3 (RGB).
+        in_channels: channels of the image, at least 1: 1 (grey), 3 (RGB) or any number of modalities.
         out_channels: output channels, the background channel included when ``background_channel``.
         sam_variant: ``vit_b``, ``vit_l``, ``vit_h`` or ``vit_tiny``.
         sam_checkpoint: official SAM / MedSAM / Med-SA checkpoint, or a MedSA state dict; ``None`` keeps random
@@ -130,11 +138,12 @@ class MedSA(nn.Module):
         gradient_checkpointing: recompute encoder activations in the backward pass to save memory.
         samda_tokens: learned tokens of SAM-DA's decoder adapter after each two-way block (0: none); ``None``
             follows the preset (2 for ``samda``).
-        embedding_cache: an :class:`~medsa_monai.inferers.EmbeddingCache`; used whenever no encoder parameter
-            trains and there is no SD-Trans (the embeddings then depend only on the image), so that later passes
-            over an image (epochs, prompts, adaptation steps) run only the decoder; and, whatever the preset, at
-            inference (eval mode, no gradients), where the cache key covers the encoder's adapters too and a volume
-            with SD-Trans is cached whole, so that each new click on an image costs one decoder pass.
+        embedding_cache: an :class:`~medsa_monai.inferers.EmbeddingCache`; used whenever no encoder or input-layer
+            parameter trains and there is no SD-Trans (the embeddings then depend only on the image), so that later
+            passes over an image (epochs, prompts, adaptation steps) run only the decoder; and, whatever the preset,
+            at inference (eval mode, no gradients), where the cache key covers the encoder's adapters and the input
+            layer too and a volume with SD-Trans is cached whole, so that each new click on an image costs one
+            decoder pass.
         click_guidance: accept clicks as guidance channels after the image channels, ``1 + K`` of them (background
             clicks, then the clicks of each class; :class:`~medsa_monai.prompts.AddClickGuidanced` writes them), and
             turn them into point prompts (:func:`~medsa_monai.networks.guidance.guidance_to_points`). This is how
@@ -142,6 +151,11 @@ class MedSA(nn.Module):
         click_depth_radius: in 3D, a click also prompts the slices up to this many slices away, at the same
             in-plane position, its point token marked by a learned embedding of the slice offset
             (``click_depth_embed``, zero-initialised; the click's own slice gets none, exactly as SAM).
+        input_layer: put the trainable input layer (:class:`ChannelMixer`) in front of the encoder; ``None`` does
+            so only when ``in_channels`` is neither 1 nor 3 (then ``False`` is an error). ``True`` with 1 or 3
+            channels starts it as SAM's repeat or as the identity, so the output is SAM's until it trains (with a
+            trainable input layer the embedding cache no longer serves training: the encoder's input changes at
+            every step).
     """
 
     def __init__(
@@ -166,12 +180,17 @@ class MedSA(nn.Module):
         samda_tokens: int | None = None,
         embedding_cache=None,
         click_guidance: bool = False,
+        input_layer: bool | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels}")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1 (1 grey, 3 RGB, or any number of modalities), "
+                             f"got {in_channels}")
+        if input_layer is False and in_channels not in (1, 3):
+            raise ValueError(f"in_channels={in_channels} needs the input layer that maps them to SAM's three; "
+                             f"input_layer=False is for 1 or 3 channels only")
         if intensity not in INTENSITY_MAPPINGS:
             raise ValueError(f"intensity must be one of {INTENSITY_MAPPINGS}, got {intensity!r}")
         if click_depth_radius < 0 or (click_depth_radius and spatial_dims != 3):
@@ -210,6 +229,9 @@ class MedSA(nn.Module):
             adapter_ratio=adapter_ratio, adapter_zero_init=zero_init, samda_tokens=arch.samda_tokens,
         )
         self.class_prompts = nn.Embedding(num_classes, variant.prompt_embed_dim)
+        if input_layer is None:
+            input_layer = in_channels not in (1, 3)
+        self.input_layer = ChannelMixer(in_channels, 3) if input_layer else None
         self.click_depth_radius = click_depth_radius
         self.click_depth_embed = None
         if click_depth_radius:
@@ -246,6 +268,8 @@ class MedSA(nn.Module):
         if torch.jit.is_tracing() or tuple(slices.shape[-2:]) != (self.image_size, self.image_size):
             slices = F.interpolate(slices, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False, antialias=True)
+        if self.input_layer is not None:
+            slices = self.input_layer(slices)
         sam_input = self._to_sam_intensity(slices)
         if self.uses_embedding_cache():
             if depth is not None and self.architecture.depth_attention:  # SD-Trans: a slice's embedding needs all
@@ -265,10 +289,11 @@ class MedSA(nn.Module):
         return self.encoder_is_frozen() or (not torch.is_grad_enabled() and not self.training)
 
     def encoder_is_frozen(self) -> bool:
-        """Whether each image's embedding depends on that image alone and cannot change by training: no encoder
-        parameter trains and no SD-Trans mixes slices."""
+        """Whether each image's embedding depends on that image alone and cannot change by training: no encoder or
+        input-layer parameter trains and no SD-Trans mixes slices."""
+        encoding = [self.image_encoder] + ([self.input_layer] if self.input_layer is not None else [])
         return not self.architecture.depth_attention and not any(
-            p.requires_grad for p in self.image_encoder.parameters())
+            p.requires_grad for module in encoding for p in module.parameters())
 
     def decode(
         self,
@@ -377,8 +402,10 @@ class MedSA(nn.Module):
             raise ValueError(f"MedSA(spatial_dims={self.spatial_dims}) expects a {expected}-d image {layout}, "
                              f"got shape {tuple(image.shape)}")
         if image.shape[1] != self.in_channels:
+            guided = (f" (or {self.in_channels + self.num_classes + 1} with click guidance: the image, then 1 + "
+                      f"{self.num_classes} guidance channels)") if self.click_guidance else ""
             raise ValueError(f"MedSA(in_channels={self.in_channels}) got an image with {image.shape[1]} channels "
-                             f"(shape {tuple(image.shape)})")
+                             f"(shape {tuple(image.shape)}); expected {self.in_channels}{guided}")
         if not image.is_floating_point():
             raise ValueError(f"image must be a floating-point tensor, got {image.dtype}")
         if not torch.isfinite(image).all():

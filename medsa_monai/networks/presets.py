@@ -11,6 +11,8 @@ __all__ = ["PARAMETER_GROUPS", "TRAINABLE_PRESETS", "parameter_group", "apply_tr
 
 # Parameters that SAM does not have, recognised by a marker in their name; the first match wins.
 _MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # the layer that maps the image's channels to SAM's three (in_channels not 1 or 3): every preset trains it
+    ("input_layer", (".input_layer.",)),
     ("prompt_embeddings", (".class_prompts.", ".click_depth_embed.")),
     ("lora", (".lora_",)),
     ("depth_attention", (".Depth_Adapter.", ".depth_rel_pos")),
@@ -27,17 +29,18 @@ SAM_GROUPS = frozenset({f"sam_{p}" for p in _SAM_PARTS} | {"sam_output_heads"})
 TRAINABLE_PRESETS: dict[str, frozenset[str]] = {
     # Med-SA: encoder adapters, SD-Trans, HyP-Adpt and decoder adapters, prompt embeddings, SAM's mask decoder.
     "medsa": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "samda_adapter", "lora",
-                        "prompt_embeddings", "sam_mask_decoder", "sam_output_heads"}),
+                        "prompt_embeddings", "sam_mask_decoder", "sam_output_heads", "input_layer"}),
     # Adapters and prompt embeddings only: SAM stays entirely frozen.
     "adapters_only": frozenset({"encoder_adapters", "depth_attention", "decoder_adapters", "samda_adapter", "lora",
-                                "prompt_embeddings"}),
+                                "prompt_embeddings", "input_layer"}),
     # MedSAM-like: the mask decoder (and prompt embeddings) train, the image encoder is frozen.
     "decoder": frozenset({"sam_mask_decoder", "sam_output_heads", "decoder_adapters", "samda_adapter",
-                          "depth_attention", "prompt_embeddings"}),
+                          "depth_attention", "prompt_embeddings", "input_layer"}),
     # SAMed-like: LoRA on the encoder's qkv, the mask decoder and prompt embeddings.
-    "lora": frozenset({"lora", "depth_attention", "prompt_embeddings", "sam_mask_decoder", "sam_output_heads"}),
+    "lora": frozenset({"lora", "depth_attention", "prompt_embeddings", "sam_mask_decoder", "sam_output_heads",
+                       "input_layer"}),
     # SAM-DA: the decoder adapter, the single-mask output heads and the class prompts; the encoder is untouched.
-    "samda": frozenset({"samda_adapter", "sam_output_heads", "prompt_embeddings"}),
+    "samda": frozenset({"samda_adapter", "sam_output_heads", "prompt_embeddings", "input_layer"}),
     "full": frozenset(PARAMETER_GROUPS),
 }
 

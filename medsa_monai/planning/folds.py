@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ..evaluation.io import write_json
 
-__all__ = ["assign_folds", "write_fold_datalist"]
+__all__ = ["assign_folds", "write_fold_datalist", "datalist_num_folds"]
 
 
 def assign_folds(classes_per_case: Sequence[Sequence[int]], num_folds: int = 5, seed: int = 0) -> list[int]:
@@ -56,3 +57,16 @@ def write_fold_datalist(path: str | Path, training: Sequence[dict], folds: Seque
     """
     items = [dict(item, fold=int(fold)) for item, fold in zip(training, folds, strict=True)]
     return write_json(path, {**extra, "training": items, "validation": [], "test": list(test)})
+
+
+def datalist_num_folds(path: str | Path) -> int | None:
+    """The folds of a datalist: its ``num_folds`` (written by :func:`write_fold_datalist` through ``medsa plan``),
+    else the number of distinct ``fold`` values of its ``training`` items; ``None`` for a datalist without folds."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist '{path}' does not exist")
+    data = json.loads(path.read_text())
+    if data.get("num_folds") is not None:
+        return int(data["num_folds"])
+    folds = {int(item["fold"]) for item in data.get("training", []) if isinstance(item, dict) and "fold" in item}
+    return len(folds) or None

@@ -1,335 +1,253 @@
-"""Ingest: read a data set in the MSD, nnU-Net v2 or plain-folder layout, check every image/label pair, and write a
-decathlon-format ``dataset.json`` with absolute paths that the bundles read.
+"""Ingest: read a data set, check every image/label pair, and write a decathlon-format ``dataset.json`` with
+absolute paths that the bundles read.
 
 Layouts:
 
 - **MSD**: ``dataset.json`` (``modality``, ``labels`` as ``{value: name}``, ``training`` / ``test`` lists),
-  ``imagesTr/``, ``labelsTr/``, ``imagesTs/``; multi-modal images are 4D files (channels last).
-- **nnU-Net v2 raw**: ``dataset.json`` with ``channel_names``, ``labels`` as ``{name: value}`` and ``file_ending``;
-  images ``imagesTr/<case>_<XXXX><ending>``, one file per channel; labels ``labelsTr/<case><ending>``.
-- **Plain folder**: ``images/`` and ``labels/`` with files of the same case name in NIfTI, NRRD or MHA/MHD, or one
-  folder per case holding a DICOM series; optional ``labels.json`` (``{value: name}``).
+  ``imagesTr/``, ``labelsTr/``, ``imagesTs/``; multi-modal images are 4D files (channels last). A ``dataset.json``
+  written by ingest (with ``regions``) is read as MSD too.
+- **nnU-Net v2 raw**: ``dataset.json`` with ``channel_names``, ``labels`` as ``{name: value}`` or, for regions,
+  ``{name: [values]}`` with ``regions_class_order``, and ``file_ending``; images ``imagesTr/<case>_<XXXX><ending>``,
+  one file per channel (or one RGB photograph ``<case>_0000.png`` holding all three, as nnU-Net reads them); labels
+  ``labelsTr/<case><ending>``. A case is named without its ``_XXXX``.
+- **Plain folder**: ``images/`` and ``labels/`` *or* ``masks/`` with files of the same case name; a label may have
+  another format than its image (``case.jpg`` with ``case.png``). A case image may also be a folder holding a DICOM
+  series. Labels are declared by ``labels.json`` or ``labels=`` / ``--labels`` (``{value: name}``), regions by
+  ``regions=`` / ``--regions`` (``"disc=1,2;cup=2"``; for any layout, replacing declared ones) with an optional
+  ``regions_class_order``; without declared labels, the values found are declared, named ``class_<v>``
+  (0: ``background``), with a warning. Declared values are kept as they are (gaps, 0 / 255): no remapping.
 
-Everything is read with SimpleITK. Non-NIfTI files (and DICOM series) are converted to NIfTI under the output
-folder, so that the pipeline reads one format. All problems of all cases are collected and reported together,
-with file names, before any work starts.
+Formats (file endings are matched without regard to case):
+
+- **Volumes and 2D images read by SimpleITK**: NIfTI (``.nii.gz``, ``.nii``), NRRD, MHA/MHD, DICOM series; 2D or
+  3D; scalar pixels, or vector pixels (an RGB NIfTI / MHA: several components per pixel).
+- **2D photographs read by PIL** (as the pipeline's ``PILReader`` does): PNG, JPEG, BMP, single-page TIFF; grey
+  (8 / 16 bit, 1-bit, float) or RGB. Images with an alpha channel (RGBA, LA) or palette colours (P) are refused
+  with the fix to apply (save them as RGB or grey); a mask may be a palette image, whose indices are the label
+  values. JPEG masks are lossy: their stray edge values are named with that hint.
+
+Values are read as the pipeline reads them: photographs with PIL, NIfTI with nibabel (SimpleITK reads NaN as 0).
+
+Storage: photographs and scalar NIfTI files stay where they are (the datalist points at them, by absolute paths
+that keep symbolic links, so case names stay the user's). Other formats are
+converted to NIfTI under ``<output>/nifti/{imagesTr,imagesTs,labelsTr}/``; a vector-pixel image is split into one
+scalar NIfTI per component there (``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ...), listed as the case's image
+files, which MONAI's ``LoadImage`` stacks into channels.
+
+Checks, each problem naming its case and file, all collected and reported together before anything is written:
+unreadable or truncated files, NaN or inf in an image, channel counts that differ between cases (or from the
+channels ``dataset.json`` declares) and spatial dims that differ, photographs mixed with volumes, labels with
+several components, non-integer or negative label values, values not declared, image/label size (and for volumes
+spacing, origin, direction) mismatches, labels and regions that :class:`~medsa_monai.data.labels.LabelSpec` refuses,
+regions whose ``regions_class_order`` would paint a label value into another region's.
+
+``dataset.json`` written: ``name``, ``description``, ``tensorImageSize`` (``"2D"`` / ``"3D"``), ``spatial_dims``,
+``modality`` (``{"0": name, ...}``, one per channel), ``labels`` (``{"<value>": name}``, background ``"0"`` first),
+``regions`` (``{name: [values]}``) and ``regions_class_order`` (``LabelSpec.to_description()``, so that
+``LabelSpec.from_description`` of the file gives the spec back), ``numTraining``, ``numTest``, ``training``
+(``[{"image": path or [path per channel], "label": path}]``, absolute paths), ``test`` (image entries) and
+``medsa_ingest`` (``source``, ``layout``, ``image_format``: ``nifti``, ``png``, ``jpeg``, ``bmp`` or ``tiff``, or
+several joined by ``+``, sorted, for a data set of mixed photograph formats).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["Case", "RawDataset", "DatasetError", "read_raw_dataset", "check_dataset", "ingest", "read_image",
-           "IMAGE_ENDINGS"]
+from ..data.atomic import atomic_path
+from ..data.labels import LabelSpec, parse_regions
+from ..evaluation.io import write_json
+from .image_files import IMAGE_ENDINGS, PHOTO_ENDINGS, VOLUME_ENDINGS, FileInfo, load_file, read_image
+from .inspection import Inspection, _is_photo_case, check_dataset, inspect_dataset
+from .layouts import Case, DatasetError, RawDataset, read_raw_dataset
+
+__all__ = ["Case", "RawDataset", "DatasetError", "FileInfo", "Inspection", "read_raw_dataset", "check_dataset",
+           "inspect_dataset", "ingest", "label_spec", "load_file", "read_image", "IMAGE_ENDINGS", "VOLUME_ENDINGS",
+           "PHOTO_ENDINGS"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+_RGB_MODALITY = {0: "R", 1: "G", 2: "B"}
 
 
-@dataclass
-class Case:
-    """One case: its image files (one per channel, or one multi-channel file; a folder is a DICOM series)."""
-
-    name: str
-    images: list[Path]
-    label: Path | None = None
+def _absolute(path: Path) -> str:
+    """The absolute path, symbolic links kept (the datalist names the files the user gave)."""
+    return os.path.abspath(path)
 
 
-@dataclass
-class RawDataset:
-    """A data set as found on disk, before any check."""
-
-    root: Path
-    layout: str
-    name: str
-    channels: dict[int, str]
-    labels: dict[int, str]
-    training: list[Case]
-    test: list[Case] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # found while reading the layout
+# -- labels, regions and channel names ----------------------------------------------------------------------------
 
 
-class DatasetError(ValueError):
-    """A data set with problems; ``problems`` lists them all, each naming its case and file."""
+def _painting_problems(spec: LabelSpec) -> list[str]:
+    """Label values that painting the regions in ``regions_class_order`` would turn into a value of other regions
+    (a label map written from predictions must give back the regions it was painted from)."""
+    def member(value: int) -> tuple[bool, ...]:
+        return tuple(value in region for region in spec.regions)
 
-    def __init__(self, root: Path, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"{len(problems)} problem(s) in the data set '{root}':\n  " + "\n  ".join(problems))
-
-
-def _strip_ending(name: str) -> str:
-    for ending in IMAGE_ENDINGS:
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    return name
-
-
-def read_image(path: Path) -> sitk.Image:
-    """Read an image file, or the DICOM series in a folder, with SimpleITK.
-
-    A NIfTI file is also decoded in full by nibabel, which the pipeline reads it with: SimpleITK fills a truncated
-    ``.nii.gz`` with zeros without an error, nibabel raises.
-    """
-    if path.is_file() and path.name.endswith((".nii.gz", ".nii")):
-        np.asarray(nib.load(path).dataobj)
-    if path.is_dir():
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
-        if not files:
-            raise RuntimeError("no DICOM series in this folder")
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        return reader.Execute()
-    return sitk.ReadImage(str(path))
-
-
-def _read_msd(root: Path, description: dict) -> RawDataset:
-    channels = {int(k): str(v) for k, v in description.get("modality", {"0": "unknown"}).items()}
-    labels = {int(k): str(v) for k, v in description["labels"].items()}
-    training = [Case(_strip_ending(Path(item["image"]).name), [root / item["image"]], root / item["label"])
-                for item in description.get("training", [])]
-    test = [Case(_strip_ending(Path(item if isinstance(item, str) else item["image"]).name),
-                 [root / (item if isinstance(item, str) else item["image"])]) for item in description.get("test", [])]
-    return RawDataset(root, "msd", description.get("name", root.name), channels, labels, training, test)
-
-
-def _read_nnunet(root: Path, description: dict) -> RawDataset:
-    ending = description.get("file_ending", ".nii.gz")
-    channels = {int(k): str(v) for k, v in description["channel_names"].items()}
-    problems = []
-    labels = {}
-    for name, value in description["labels"].items():
-        if not isinstance(value, int):
-            problems.append(f"dataset.json: label '{name}' is a region ({value}); region-based labels are not "
-                            f"supported")
-            continue
-        labels[int(value)] = str(name)
-    pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(ending)}$")
-
-    def cases(image_dir: Path, label_dir: Path | None) -> list[Case]:
-        grouped: dict[str, dict[int, Path]] = {}
-        for path in sorted(image_dir.glob(f"*{ending}")) if image_dir.is_dir() else []:
-            match = pattern.match(path.name)
-            if match is None:
-                problems.append(f"{path.name}: not named <case>_<XXXX>{ending}")
-                continue
-            grouped.setdefault(match.group(1), {})[int(match.group(2))] = path
-        found = []
-        for name, files in grouped.items():
-            missing = [c for c in channels if c not in files]
-            if missing:
-                problems.append(f"{name}: channel file(s) {[f'{name}_{c:04d}{ending}' for c in missing]} missing")
-            label = label_dir / f"{name}{ending}" if label_dir is not None else None
-            found.append(Case(name, [files[c] for c in sorted(files)], label))
-        return found
-
-    training = cases(root / "imagesTr", root / "labelsTr")
-    test = cases(root / "imagesTs", None)
-    return RawDataset(root, "nnunet", description.get("name", root.name), channels, labels, training, test, problems)
-
-
-def _read_folder(root: Path, labels: Mapping | None, modality: str) -> RawDataset:
-    def entries(folder: Path) -> dict[str, Path]:
-        if not folder.is_dir():
-            return {}
-        return {_strip_ending(p.name): p for p in sorted(folder.iterdir())
-                if not p.name.startswith(".") and (p.is_dir() or p.name.endswith(IMAGE_ENDINGS))}
-
-    images, label_files = entries(root / "images"), entries(root / "labels")
-    problems = [f"{name}: label without an image ('{path}')" for name, path in label_files.items() if name not in
-                images]
-    training = [Case(name, [path], label_files.get(name, root / "labels" / f"{name}.nii.gz"))
-                for name, path in images.items()]
-    if labels is None and (root / "labels.json").is_file():
-        labels = json.loads((root / "labels.json").read_text())
-    declared = {int(k): str(v) for k, v in labels.items()} if labels is not None else {}
-    return RawDataset(root, "folder", root.name, {0: modality}, declared, training, [], problems)
-
-
-def read_raw_dataset(root: str | Path, labels: Mapping | None = None, modality: str = "unknown") -> RawDataset:
-    """Read the layout of the data set at ``root`` (MSD, nnU-Net v2 or plain folder), without checking images.
-
-    ``labels`` (``{value: name}``) and ``modality`` apply to plain folders, which declare neither.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data set folder '{root}' does not exist")
-    description_file = root / "dataset.json"
-    if description_file.is_file():
-        try:
-            description = json.loads(description_file.read_text())
-        except json.JSONDecodeError as err:
-            raise DatasetError(root, [f"dataset.json: not valid JSON ({err})"]) from err
-        if "channel_names" in description:
-            return _read_nnunet(root, description)
-        if "training" in description and "labels" in description:
-            return _read_msd(root, description)
-        raise DatasetError(root, ["dataset.json: neither the MSD layout ('training', 'labels') nor nnU-Net v2's "
-                                  "('channel_names', 'labels', 'file_ending')"])
-    if (root / "images").is_dir():
-        return _read_folder(root, labels, modality)
-    raise DatasetError(root, ["no dataset.json (MSD or nnU-Net v2 layout) and no images/ folder (plain layout)"])
-
-
-def _geometry(image: sitk.Image) -> tuple[tuple, tuple, tuple, tuple]:
-    """Spatial size, spacing, origin and direction (first three axes of a multi-channel image)."""
-    dims = min(image.GetDimension(), 3)
-    direction = np.array(image.GetDirection()).reshape(image.GetDimension(), -1)[:dims, :dims]
-    return (image.GetSize()[:dims], image.GetSpacing()[:dims], image.GetOrigin()[:dims],
-            tuple(direction.ravel()))
-
-
-def check_dataset(dataset: RawDataset, tolerance: float = 1e-3, check_test: bool = True) -> list[str]:
-    """Every problem of every case: unreadable files, missing labels, geometry mismatches, undeclared label values.
-
-    Geometry (size, spacing, origin, direction) of each channel and of the label must match the first channel's,
-    spacing and origin within ``tolerance`` relative (and absolute) difference, direction within ``tolerance``.
-    Returns readable lines, each naming its case and file; empty when the data set is sound.
-    """
-    problems = list(dataset.problems)
-    if not dataset.training:
-        problems.append("no training cases found")
-    declared = set(dataset.labels)
-    cases = [(c, True) for c in dataset.training] + ([(c, False) for c in dataset.test] if check_test else [])
-    for case, labelled in cases:
-        geometries = []
-        for path in case.images:
-            try:
-                geometries.append((path, _geometry(read_image(path))))
-            except Exception as err:  # SimpleITK raises RuntimeError for any unreadable or truncated file
-                problems.append(f"{case.name}: image '{path}' cannot be read ({_short(err)})")
-        if not labelled:
-            continue
-        if case.label is None or not case.label.exists():
-            problems.append(f"{case.name}: label file '{case.label}' is missing")
-            continue
-        try:
-            label = read_image(case.label)
-            values = np.unique(sitk.GetArrayViewFromImage(label))
-            geometries.append((case.label, _geometry(label)))
-        except Exception as err:
-            problems.append(f"{case.name}: label '{case.label}' cannot be read ({_short(err)})")
-            continue
-        if label.GetNumberOfComponentsPerPixel() != 1:
-            problems.append(f"{case.name}: label '{case.label}' has several components per voxel")
-        if declared:
-            extra = sorted(int(v) for v in values if int(v) not in declared or v != int(v))
-            if extra:
-                problems.append(f"{case.name}: label '{case.label}' has values {extra} not among the declared "
-                                f"labels {sorted(declared)}")
-        problems += _compare_geometry(case.name, geometries, tolerance)
-    return problems
-
-
-def _short(err: Exception) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) < 160 else text[:157] + "..."
-
-
-def _compare_geometry(case: str, geometries: list, tolerance: float) -> list[str]:
-    if len(geometries) < 2:
-        return []
-    (ref_path, (size, spacing, origin, direction)) = geometries[0]
     out = []
-    for path, (s, sp, o, d) in geometries[1:]:
-        what = "label" if path == geometries[-1][0] else "channel"
-        if s != size:
-            out.append(f"{case}: {what} '{path.name}' has size {s}, the image '{ref_path.name}' {size}")
-            continue
-        if not np.allclose(sp, spacing, rtol=tolerance, atol=tolerance):
-            out.append(f"{case}: {what} '{path.name}' has spacing {_fmt(sp)}, the image {_fmt(spacing)}")
-        if not np.allclose(o, origin, rtol=tolerance, atol=tolerance * max(1.0, float(np.max(spacing)))):
-            out.append(f"{case}: {what} '{path.name}' has origin {_fmt(o)}, the image {_fmt(origin)}")
-        if not np.allclose(d, direction, atol=tolerance):
-            out.append(f"{case}: {what} '{path.name}' has direction {_fmt(d)}, the image {_fmt(direction)}")
+    for value in spec.values[1:]:
+        painted = [order for order, inside in zip(spec.regions_class_order, member(value), strict=True) if inside]
+        if painted and member(painted[-1]) != member(value):
+            out.append(f"regions: painting {dict(zip(spec.region_names, spec.regions_class_order, strict=True))} "
+                       f"in order turns label value {value} into {painted[-1]}, which is in other regions: list "
+                       f"the regions outer first, or give regions_class_order")
     return out
 
 
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+def label_spec(dataset: RawDataset, values_found: Iterable[int] = ()) -> LabelSpec:
+    """The data set's :class:`LabelSpec`: its declared labels (else the values found, named ``class_<v>``), its
+    regions and their painting order (default: :class:`LabelSpec`'s, each region's smallest value that no later
+    region covers, else its largest).
+
+    Raises:
+        ValueError: a spec that :class:`LabelSpec` refuses (the message names the region).
+    """
+    labels = dataset.labels or {v: ("background" if v == 0 else f"class_{v}") for v in sorted(values_found)}
+    return LabelSpec.from_description({"labels": {str(k): v for k, v in labels.items()},
+                                       "regions": dataset.regions, "regions_class_order": dataset.regions_class_order})
 
 
-def _as_nifti(path: Path, target: Path) -> Path:
-    """``path`` if it is NIfTI already, else a NIfTI copy at ``target`` (written whole or not at all)."""
-    if path.is_file() and path.name.endswith((".nii.gz", ".nii")):
-        return path.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".nii.gz", dir=target.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(read_image(path), tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target.resolve()
+def _channel_names(modality: str | Sequence[str] | Mapping | None, channels: int,
+                   photographic: bool) -> tuple[dict[int, str], list[str]]:
+    """A plain folder's ``{channel: name}`` from ``modality``: ``None`` (RGB photographs: R, G, B; else
+    ``unknown``), one name for every channel, ``"T1,T2"``, a list or a ``{channel: name}`` mapping."""
+    if modality is None:
+        if photographic and channels == 3:
+            return dict(_RGB_MODALITY), []
+        return dict.fromkeys(range(channels), "unknown"), []
+    if isinstance(modality, str):
+        modality = [m.strip() for m in modality.split(",")] if "," in modality else [modality] * channels
+    names = ({int(k): str(v) for k, v in modality.items()} if isinstance(modality, Mapping)
+             else dict(enumerate(str(m) for m in modality)))
+    if sorted(names) != list(range(channels)):
+        return names, [f"modality: {len(names)} channel name(s) {list(names.values())} for images of {channels} "
+                       f"channel(s)"]
+    return names, []
 
 
-def ingest(root: str | Path, output_dir: str | Path, labels: Mapping | None = None, modality: str = "unknown",
-           tolerance: float = 1e-3) -> Path:
-    """Read and check the data set at ``root``; write ``<output_dir>/dataset.json`` (decathlon format, absolute
-    paths, NIfTI files; other formats converted under ``<output_dir>/nifti/``).
+# -- writing ------------------------------------------------------------------------------------------------------
+
+
+def _to_nifti(image: sitk.Image, target: Path) -> str:
+    with atomic_path(target, suffix=".nii.gz") as tmp:
+        sitk.WriteImage(image, str(tmp))
+    return _absolute(target)
+
+
+def _store_images(case: Case, files: Mapping[Path, FileInfo], folder: Path) -> list[str]:
+    """The case's image files as the datalist lists them: photographs and scalar NIfTI in place, other formats
+    converted and vector pixels split into one scalar NIfTI per component under ``folder``, named by channel."""
+    paths, channel = [], 0
+    for path in case.images:
+        info = files[path]
+        if info.photographic or (info.format == "nifti" and info.components == 1):
+            paths.append(_absolute(path))
+        elif info.components > 1:
+            image = read_image(path)
+            paths += [_to_nifti(sitk.VectorIndexSelectionCast(image, c), folder / f"{case.name}_{channel + c:04d}"
+                                ".nii.gz") for c in range(info.components)]
+        else:
+            paths.append(_to_nifti(read_image(path), folder / f"{case.name}_{channel:04d}.nii.gz"))
+        channel += info.channels
+    return paths
+
+
+def _store_label(case: Case, info: FileInfo, folder: Path) -> str:
+    if info.photographic or info.format == "nifti":
+        return _absolute(case.label)
+    return _to_nifti(read_image(case.label), folder / f"{case.name}.nii.gz")
+
+
+def _image_format(cases: Iterable[Case], files: Mapping[Path, FileInfo]) -> str:
+    """The format of the images the datalist points at: ``nifti`` or a photograph's (``+``-joined when mixed)."""
+    formats = {files[p].format if files[p].photographic else "nifti" for c in cases for p in c.images}
+    return "+".join(sorted(formats))
+
+
+def _entry(paths: list[str]) -> str | list[str]:
+    return paths[0] if len(paths) == 1 else paths
+
+
+def ingest(root: str | Path, output_dir: str | Path, labels: Mapping | None = None,
+           modality: str | Sequence[str] | Mapping | None = None, tolerance: float = 1e-3,
+           regions: str | Mapping | None = None, regions_class_order: Sequence[int] | None = None) -> Path:
+    """Read and check the data set at ``root``; write ``<output_dir>/dataset.json`` (see the module's docstring for
+    its keys and for where images are stored).
+
+    Args:
+        root: the data set (MSD, nnU-Net v2 raw or plain folder).
+        output_dir: where ``dataset.json`` and converted NIfTI files (``nifti/``) go.
+        labels: ``{value: name}`` of a plain folder (else its ``labels.json``, else the values found).
+        modality: a plain folder's channel names: one name for all channels, ``"T1,T2"``, a list or ``{channel:
+            name}``; ``None``: ``R``, ``G``, ``B`` for RGB photographs, else ``unknown``. MSD and nnU-Net data sets
+            declare their own.
+        tolerance: geometry tolerance (relative and absolute) between an image's channels and its label.
+        regions: ``"disc=1,2;cup=2"``, JSON or ``{name: [values]}`` (for a plain folder; for MSD / nnU-Net they
+            replace those ``dataset.json`` declares).
+        regions_class_order: the label value each region paints, in order (default: each region's smallest value
+            no later region covers).
 
     Raises:
         DatasetError: listing every problem found, before anything is written.
     """
-    dataset = read_raw_dataset(root, labels, modality)
-    problems = check_dataset(dataset, tolerance)
+    dataset = read_raw_dataset(root, labels)
+    if regions:
+        try:
+            dataset.regions = parse_regions(regions)
+        except ValueError as err:
+            dataset.problems.append(f"regions: {err}")
+        dataset.regions_class_order = None
+    if regions_class_order is not None:
+        dataset.regions_class_order = list(regions_class_order)
+    found = inspect_dataset(dataset, tolerance)
+    problems = found.problems
+    spec = None
+    try:
+        spec = label_spec(dataset, found.label_values)
+        problems += _painting_problems(spec)
+    except ValueError as err:
+        problems.append(f"labels / regions: {err}")
+    channels = next(iter(found.channels.values()), 1)
+    photographic = _is_photo_case(dataset.training[0], found) if dataset.training else False
+    modality_names, modality_problems = ((dataset.channels, []) if dataset.channels else
+                                         _channel_names(modality, channels, photographic))
+    problems += modality_problems
     if problems:
         raise DatasetError(dataset.root, problems)
-    output_dir = Path(output_dir)
+    if not dataset.labels:
+        logger.warning("no labels declared (labels.json or --labels): using the values found, %s",
+                       list(spec.values))
+    return _write(dataset, found, spec, modality_names, Path(output_dir))
+
+
+def _write(dataset: RawDataset, found: Inspection, spec: LabelSpec, modality: Mapping[int, str],
+           output_dir: Path) -> Path:
+    """Convert what needs converting and write ``dataset.json``, last."""
     converted = output_dir / "nifti"
-
-    def files(case: Case, folder: str) -> list[str]:
-        return [str(_as_nifti(p, converted / folder / f"{case.name}_{i:04d}.nii.gz")) for i, p in
-                enumerate(case.images)]
-
-    def image_entry(paths: list[str]) -> str | list[str]:
-        return paths[0] if len(paths) == 1 else paths
-
-    training = [{"image": image_entry(files(c, "imagesTr")),
-                 "label": str(_as_nifti(c.label, converted / "labelsTr" / f"{c.name}.nii.gz"))}
-                for c in dataset.training]
-    test = [image_entry(files(c, "imagesTs")) for c in dataset.test]
-    labels_out = dataset.labels or _labels_found(dataset)
+    training = [{"image": _entry(_store_images(c, found.files, converted / "imagesTr")),
+                 "label": _store_label(c, found.files[c.label], converted / "labelsTr")} for c in dataset.training]
+    test = [_entry(_store_images(c, found.files, converted / "imagesTs")) for c in dataset.test]
+    dims = next(iter(found.spatial_dims.values()))
     description = {
         "name": dataset.name,
-        "description": f"ingested by medsa ingest from '{dataset.root}' ({dataset.layout} layout)",
-        "tensorImageSize": f"{read_image(dataset.training[0].label).GetDimension()}D",
-        "modality": {str(k): v for k, v in sorted(dataset.channels.items())},
-        "labels": {str(k): v for k, v in sorted(labels_out.items())},
+        "description": f"ingested by medsa ingest from '{_absolute(dataset.root)}' ({dataset.layout} layout)",
+        "tensorImageSize": f"{dims}D",
+        "spatial_dims": dims,
+        "modality": {str(k): v for k, v in sorted(modality.items())},
+        **spec.to_description(),
         "numTraining": len(training),
         "numTest": len(test),
         "training": training,
         "test": test,
-        "medsa_ingest": {"source": str(dataset.root.resolve()), "layout": dataset.layout},
+        "medsa_ingest": {"source": _absolute(dataset.root), "layout": dataset.layout,
+                         "image_format": _image_format(dataset.training + dataset.test, found.files)},
     }
-    path = output_dir / "dataset.json"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".dataset.json.", dir=output_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(description, f, indent=2)
-    os.replace(tmp, path)
+    path = write_json(output_dir / "dataset.json", description)
     logger.info("ingested %d training and %d test cases of '%s' into %s", len(training), len(test), dataset.root,
                 path)
     return path
-
-
-def _labels_found(dataset: RawDataset) -> dict[int, str]:
-    """Label values present in the data, for plain folders that declare none."""
-    values: set[int] = set()
-    for case in dataset.training:
-        values |= {int(v) for v in np.unique(sitk.GetArrayViewFromImage(read_image(case.label)))}
-    logger.warning("no labels declared (labels.json or --labels): using the values found, %s", sorted(values))
-    return {v: ("background" if v == 0 else f"class_{v}") for v in sorted(values)}

@@ -65,19 +65,22 @@ class MemoryEstimate(dict):
 
 
 def memory_per_slice(variant: str, image_size: int, spatial_dims: int = 3, amp: bool = True,
-                     trainable_parameters: int | None = None, total_parameters: int | None = None) -> MemoryEstimate:
+                     trainable_parameters: int | None = None, total_parameters: int | None = None,
+                     depth_attention: bool | None = None) -> MemoryEstimate:
     """Training and inference bytes per slice of a MedSA network, and the fixed bytes of a training run.
 
     Args:
         variant: SAM variant.
         image_size: SAM input side.
-        spatial_dims: 3 adds SD-Trans's depth branch to every block.
+        spatial_dims: the network's spatial dims.
         amp: mixed precision (activations in 16 bits).
         trainable_parameters, total_parameters: for the fixed cost; ``None`` counts a ``medsa`` network.
+        depth_attention: SD-Trans's depth branch in every block; ``None``: for volumes (``spatial_dims`` 3).
+            ``False`` with ``spatial_dims`` 3 is the per-slice ("2d") configuration of a volume network.
     """
     spec = get_sam_variant(variant)
     grid = image_size // spec.patch_size
-    depth_attention = spatial_dims == 3
+    depth_attention = spatial_dims == 3 if depth_attention is None else bool(depth_attention and spatial_dims == 3)
     n_global = len(spec.global_attn_indexes)
     per_block = {
         "global": _block_bytes(spec.embed_dim, spec.num_heads, 0, grid, depth_attention),
@@ -92,7 +95,8 @@ def memory_per_slice(variant: str, image_size: int, spatial_dims: int = 3, amp: 
         from ..networks.presets import count_parameters
 
         with torch.device("meta"):
-            counts = count_parameters(MedSA(spatial_dims, 1, 2, variant, image_size=image_size))
+            counts = count_parameters(MedSA(spatial_dims, 1, 2, variant, image_size=image_size,
+                                            depth_attention=depth_attention))
         trainable_parameters, total_parameters = counts.trainable, counts.total
     weights = 4 * total_parameters
     fixed = weights + 12 * trainable_parameters + CONTEXT_BYTES

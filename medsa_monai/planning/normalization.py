@@ -18,7 +18,9 @@ class PlannedNormalized(MapTransform):
     - ``{"scheme": "ct", "clip": [low, high], "mean": m, "std": s}``: clip to the data set's foreground percentiles,
       then z-score with the data set's foreground statistics (the same mapping for every image, as HU are absolute);
     - ``{"scheme": "zscore", "nonzero": bool}``: z-score each image by its own statistics, on non-zero voxels only
-      when the images are cropped or skull-stripped (zeros are outside the body there).
+      when the images are cropped or skull-stripped (zeros are outside the body there);
+    - ``{"scheme": "range", "range": [low, high]}``: map ``[low, high]`` linearly to ``[0, 1]``, clipped (8-bit
+      photographs: ``[0, 255]``; the network then maps ``[0, 1]`` to SAM's RGB statistics, ``intensity="unit"``).
 
     ``schemes`` ``None`` means per-volume z-score on non-zero voxels for every channel (the bundles' default).
     """
@@ -44,6 +46,11 @@ class PlannedNormalized(MapTransform):
                     out[c] = (out[c].clamp(low, high) - scheme["mean"]) / max(scheme["std"], 1e-8)
                 elif scheme["scheme"] == "zscore":
                     out[c] = NormalizeIntensity(nonzero=bool(scheme.get("nonzero", False)))(out[c])
+                elif scheme["scheme"] == "range":
+                    low, high = (float(v) for v in scheme["range"])
+                    if not high > low:
+                        raise ValueError(f"normalisation range {scheme['range']} of channel {c}: need low < high")
+                    out[c] = ((out[c] - low) / (high - low)).clamp(0.0, 1.0)
                 else:
                     raise ValueError(f"unknown normalisation scheme {scheme['scheme']!r}")
             d[key] = convert_to_dst_type(out, image)[0]  # keeps a MetaTensor's meta data

@@ -1,26 +1,34 @@
 """Plan: from a fingerprint and a memory budget to the settings a bundle trains with, without hand-tuning.
 
-The plan decides, nnU-Net style: the target spacing (median, with nnU-Net's rule for an anisotropic axis), the
+The plan decides, nnU-Net style: the configuration (SD-Trans on slabs of a volume, or independent slices), the
+target spacing (median, with nnU-Net's rule for an anisotropic axis) and the axis the network slices along, the
 intensity normalisation per channel, the patch (in-plane size and, for SD-Trans, the slab depth), SAM's input size,
-the batch size and the sliding-window batch for a GPU memory budget (see :mod:`.memory`). A bundle reads the plan
-with ``--plan_file``; every planned value can still be overridden on the command line.
+the batch size and the sliding-window batch for a GPU memory budget (see :mod:`.memory`), the labels the network
+outputs (classes or regions), whether the preprocessed data set is cached in memory or on disk, and the folds. A
+bundle reads the plan with ``--plan_file``; every planned value can still be overridden on the command line.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .memory import GIB, memory_per_slice
+from ..data.labels import LabelSpec
+from .folds import datalist_num_folds
+from .memory import GIB, MemoryEstimate, memory_per_slice
 
-__all__ = ["target_spacing", "make_plan", "load_plan", "PLAN_VERSION"]
+__all__ = ["target_spacing", "slice_axis", "slice_last_indices", "dataset_cache_estimate", "make_plan", "load_plan",
+           "PLAN_VERSION", "CONFIGURATIONS"]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 ANISOTROPY = 3.0
+CONFIGURATIONS = ("3d", "2d")
+PHOTO_RANGE = [0, 255]
+SLICE_AXIS_TOLERANCE = 0.01  # spacings within 1 % of the coarsest tie (no meaningful through-plane axis among them)
 
 
 def target_spacing(spacings, shapes, anisotropy: float = ANISOTROPY) -> list[float]:
@@ -42,8 +50,111 @@ def target_spacing(spacings, shapes, anisotropy: float = ANISOTROPY) -> list[flo
     return target.tolist()
 
 
+def slice_axis(spacing: Sequence[float], tolerance: float = SLICE_AXIS_TOLERANCE) -> int:
+    """The axis (0, 1 or 2, in RAS array order) of the coarsest spacing: the acquisition's through-plane axis.
+
+    Axes within ``tolerance`` (relative) of the coarsest tie, and ties go to the last of them: axis 2 for isotropic
+    data, as MONAI's RAS arrays of axial acquisitions have it.
+    """
+    spacing = np.asarray(spacing, dtype=float)
+    if spacing.shape != (3,):
+        raise ValueError(f"slice_axis needs the spacing of a volume (3 values), got {spacing.tolist()}")
+    tied = np.flatnonzero(spacing >= spacing.max() * (1 - tolerance))
+    return int(tied[-1])
+
+
+def slice_last_indices(axis: int) -> list[int]:
+    """Channel-inclusive ``Transposed`` indices that move the volume's ``axis`` (of ``(C, X, Y, Z)``) last, where
+    the network slices, keeping the order of the other two: ``0 -> [0, 2, 3, 1]``, ``1 -> [0, 1, 3, 2]``,
+    ``2 -> [0, 1, 2, 3]``."""
+    if axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {axis!r}")
+    return [0] + [1 + a for a in (0, 1, 2) if a != axis] + [1 + axis]
+
+
 def _round_up(value: float, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
+
+
+def _median_resampled_shape(fingerprint: Mapping, spacing: Sequence[float]) -> np.ndarray:
+    return np.median([np.asarray(s) * np.asarray(sp) / np.asarray(spacing) for s, sp in
+                      zip(fingerprint["shapes"], fingerprint["spacings"], strict=True)], axis=0)
+
+
+def _geometry(fingerprint: Mapping, dims: int, configuration: str, max_patch: int) -> dict:
+    """Target spacing, slice axis, in-plane patch (network order) and full slab depth (1 for per-slice training)."""
+    spacing = target_spacing(fingerprint["spacings"], fingerprint["shapes"])
+    resampled = _median_resampled_shape(fingerprint, spacing)
+    if dims == 2:  # the bundle resizes 2D images to the patch, so the patch is the median image as loaded
+        median = np.median(np.asarray(fingerprint["shapes"], dtype=float), axis=0)
+        return {"spacing": spacing, "resampled": resampled, "axis": None, "cached_shape": median,
+                "in_plane": [min(_round_up(v, 8), max_patch) for v in median], "full_depth": 1}
+    axis = slice_axis(spacing)
+    in_plane = [min(_round_up(resampled[a], 8), max_patch) for a in (0, 1, 2) if a != axis]
+    full_depth = min(_round_up(resampled[axis], 4), 128) if configuration == "3d" else 1
+    return {"spacing": spacing, "resampled": resampled, "axis": axis, "cached_shape": resampled,
+            "in_plane": in_plane, "full_depth": full_depth}
+
+
+def _fit_memory(sam_variant: str, memory_gb: float, amp: bool, dims: int, depth_attention: bool, image_size: int,
+                full_depth: int, min_slab: int, min_image_size: int) -> tuple[int, int, int, MemoryEstimate, list[str]]:
+    """``(image_size, batch_size, depth, memory, notes)``: per-slice training (2D, or a volume without SD-Trans)
+    takes up to 16 slices a batch; SD-Trans two full-depth slabs, else one, else one shorter slab (at least
+    ``min_slab`` slices); failing all, a smaller ``image_size``."""
+    budget = memory_gb * GIB
+    notes = []
+    while True:
+        memory = memory_per_slice(sam_variant, image_size, spatial_dims=dims, amp=amp, depth_attention=depth_attention)
+        slices = int((budget - memory["fixed_bytes"]) // memory["train_bytes_per_slice"])
+        fits = True
+        if not depth_attention:
+            batch, depth = min(max(slices, 0), 16), 1
+            fits = batch >= 1
+        elif slices >= 2 * full_depth:
+            batch, depth = 2, full_depth
+        elif slices >= min(full_depth, min_slab):
+            batch, depth = 1, min(full_depth, slices)
+        else:
+            fits = False
+        if fits:
+            return image_size, batch, depth, memory, notes
+        if image_size - 16 < min_image_size:
+            raise ValueError(f"{memory_gb} GiB cannot train {sam_variant} even at image_size {image_size} "
+                             f"({memory!r}); give more memory or a smaller variant")
+        notes.append(f"image_size {image_size} does not fit {memory_gb} GiB; trying {image_size - 16}")
+        image_size -= 16
+
+
+def _normalization(fingerprint: Mapping, dims: int) -> tuple[list[dict], str]:
+    """Per-channel schemes (see :class:`~medsa_monai.planning.PlannedNormalized`) and the network's ``intensity``."""
+    modalities = [str(fingerprint.get("modality", {}).get(str(c), "unknown")) for c in range(fingerprint["channels"])]
+    if dims == 2 and fingerprint.get("photographic_8bit", False):
+        return [{"scheme": "range", "modality": m, "range": list(PHOTO_RANGE)} for m in modalities], "unit"
+    cropped = fingerprint.get("median_nonzero_bbox_fraction", 1.0) < 0.75
+    schemes = []
+    for modality, stats in zip(modalities, fingerprint["foreground_intensity"], strict=True):
+        if modality.strip().upper() == "CT":
+            schemes.append({"scheme": "ct", "modality": modality,
+                            "clip": [stats["percentile_00_5"], stats["percentile_99_5"]],
+                            "mean": stats["mean"], "std": stats["std"]})
+        else:
+            schemes.append({"scheme": "zscore", "modality": modality, "nonzero": bool(cropped)})
+    return schemes, "zscore"
+
+
+def _label_keys(fingerprint: Mapping) -> dict:
+    spec = LabelSpec.from_description(fingerprint)
+    return {**spec.to_description(), "num_classes": spec.num_outputs, "label_values": list(spec.values),
+            "class_names": spec.output_names, "has_regions": spec.has_regions}
+
+
+def dataset_cache_estimate(num_cases: int, shape: Sequence[float], channels: int, budget_gib: float) -> dict:
+    """``{"kind", "estimated_gib", "budget_gib"}``: the cached data set, ``num_cases`` images of ``shape`` with
+    ``channels`` float32 channels and a uint8 label, is kept in ``"memory"`` if it fits ``budget_gib``, else on
+    ``"disk"`` (see :func:`~medsa_monai.planning.make_dataset`)."""
+    size = num_cases * float(np.prod(shape)) * (4 * channels + 1)
+    return {"kind": "memory" if size <= budget_gib * GIB else "disk", "estimated_gib": size / GIB,
+            "budget_gib": float(budget_gib)}
 
 
 def make_plan(
@@ -57,85 +168,93 @@ def make_plan(
     min_slab: int = 8,
     max_patch: int = 512,
     sw_overlap: float = 0.5,
+    configuration: str | None = None,
+    cache_memory_gb: float = 8.0,
 ) -> dict:
     """The training and inference settings of a data set for a SAM variant and a GPU memory budget (GiB).
 
-    - ``pixdim``: :func:`target_spacing`; ``patch_size``: the median image size at that spacing, in-plane rounded
-      up to a multiple of 8 (at most ``max_patch``), depth (3D) rounded up to a multiple of 4;
+    Args:
+        fingerprint: from :func:`~medsa_monai.planning.compute_fingerprint`.
+        sam_variant, memory_gb, amp: the network and the GPU memory of one training process.
+        datalist_file: the fold datalist the bundles read (its folds give ``num_folds``).
+        max_image_size, min_image_size, min_slab, max_patch, sw_overlap: bounds, see below.
+        configuration: ``"3d"`` or ``"2d"`` for volumes (default ``"3d"``); 2D data are always ``"2d"``.
+        cache_memory_gb: host memory budget for caching the preprocessed training cases.
+
+    Keys (array axes of volumes in RAS order, as ``Orientationd`` / ``Spacingd`` leave them):
+
+    - ``plan_version``: :data:`PLAN_VERSION`; ``dataset``: the data set's name;
+    - ``configuration``: ``"3d"``: SD-Trans on slabs (``depth_attention`` true); ``"2d"``: each slice on its own
+      (2D images, or the same volume network with ``depth_attention`` false); ``depth_attention``: for the network;
+    - ``spatial_dims``: the data's (2 or 3); the network's too, as per-slice training of volumes keeps the volume
+      network;
+    - ``slice_axis``: volumes: the axis of the coarsest target spacing (:func:`slice_axis`), which the bundle
+      transposes last (:func:`slice_last_indices`) since the network slices along its last axis; 2D: ``None``;
+    - ``pixdim``: :func:`target_spacing`, in array order (2D: the median spacing; photographs ``[1, 1]``);
+    - ``patch_size``: in the network's order. Volumes: the median image at ``pixdim``, the two in-plane axes (array
+      order) rounded up to a multiple of 8 (at most ``max_patch``), then the slab depth along ``slice_axis``
+      rounded up to a multiple of 4 (at most 128; 1 for ``"2d"``). 2D: ``[h, w]`` the median image size as
+      loaded, rounded up to a multiple of 8 (at most ``max_patch``); the bundle resizes each image to it;
     - ``image_size``: four times the larger in-plane patch side, so the decoder's quarter-resolution mask is at least
       as fine as the patch, rounded up to a multiple of 16 within ``[min_image_size, max_image_size]``;
-    - ``batch_size`` and the slab depth: two full-depth patches if they fit the budget, else one, else one shorter
-      slab (at least ``min_slab`` slices), else a smaller ``image_size``;
-    - ``normalization``: CT channels clipped to the foreground's 0.5 / 99.5 percentiles and z-scored with its global
-      mean and std; other channels z-scored per image, on non-zero voxels when the images are cropped (their
-      non-zero bounding box is under three quarters of the image);
-    - ``sw_batch_size``: sliding-window patches per forward pass within the budget.
+    - ``batch_size`` and the slab depth: SD-Trans: two full-depth slabs if they fit the budget, else one, else one
+      shorter slab (at least ``min_slab`` slices); per slice: as many slices as fit, up to 16; else a smaller
+      ``image_size``;
+    - ``sw_batch_size``: sliding-window patches per forward pass within the budget; ``sw_overlap``;
+    - ``in_channels``; ``normalization``: one scheme per channel (:class:`PlannedNormalized`): 8-bit photographs
+      ``{"scheme": "range", "range": [0, 255]}`` (to ``[0, 1]``); CT clipped to the foreground's 0.5 / 99.5
+      percentiles and z-scored with its global mean and std; others z-scored per image, on non-zero voxels when
+      the images are cropped (their non-zero bounding box is under three quarters of the image);
+    - ``intensity``: the network's input mapping: ``"unit"`` after the range scheme, else ``"zscore"``;
+    - ``labels`` / ``regions`` / ``regions_class_order``: :meth:`LabelSpec.to_description`; ``num_classes``: the
+      network's output channels (classes with background, or regions); ``label_values``: the values of the label
+      files; ``class_names``: the foreground outputs' names; ``has_regions``;
+    - ``dataset_cache``: :func:`dataset_cache_estimate` of the training cases at ``pixdim`` (2D: as loaded)
+      against ``cache_memory_gb``: ``kind`` ``"memory"`` (``CacheDataset``) or ``"disk"`` (``PersistentDataset``);
+    - ``num_folds``: the folds of ``datalist_file`` (``None`` without one); ``datalist_file`` when given;
+    - ``memory``: the memory model's numbers (GiB); ``median_shape_at_target_spacing`` (array order); ``notes``.
     """
     dims = int(fingerprint["spatial_dims"])
-    spacing = target_spacing(fingerprint["spacings"], fingerprint["shapes"])
-    resampled = np.median([np.asarray(s) * np.asarray(sp) / np.asarray(spacing) for s, sp in
-                           zip(fingerprint["shapes"], fingerprint["spacings"], strict=True)], axis=0)
-    in_plane = [min(_round_up(v, 8), max_patch) for v in resampled[:2]]
-    full_depth = min(_round_up(resampled[2], 4), 128) if dims == 3 else 1
+    configuration = configuration or ("3d" if dims == 3 else "2d")
+    if configuration not in CONFIGURATIONS:
+        raise ValueError(f"configuration must be one of {CONFIGURATIONS}, got {configuration!r}")
+    if dims == 2 and configuration == "3d":
+        raise ValueError("configuration '3d' needs volumes; this data set has 2D images")
+    depth_attention = configuration == "3d"
+    geometry = _geometry(fingerprint, dims, configuration, max_patch)
+    in_plane = geometry["in_plane"]
     image_size = min(max(_round_up(4 * max(in_plane), 16), min_image_size), max_image_size)
-
-    budget = memory_gb * GIB
-    notes = []
-    while True:
-        memory = memory_per_slice(sam_variant, image_size, spatial_dims=dims, amp=amp)
-        slices = int((budget - memory["fixed_bytes"]) // memory["train_bytes_per_slice"])
-        if dims == 2:
-            batch, depth = min(max(slices, 0), 16), 1
-            fits = batch >= 1
-        elif slices >= 2 * full_depth:
-            batch, depth, fits = 2, full_depth, True
-        elif slices >= min(full_depth, min_slab):
-            batch, depth, fits = 1, min(full_depth, slices), True
-        else:
-            fits = False
-        if fits:
-            break
-        if image_size - 16 < min_image_size:
-            raise ValueError(f"{memory_gb} GiB cannot train {sam_variant} even at image_size {image_size} "
-                             f"({memory!r}); give more memory or a smaller variant")
-        notes.append(f"image_size {image_size} does not fit {memory_gb} GiB; trying {image_size - 16}")
-        image_size -= 16
-    if dims == 3 and depth < full_depth:
-        notes.append(f"slab depth {depth} < median depth {full_depth}: sliding windows cover the rest")
+    image_size, batch, depth, memory, notes = _fit_memory(sam_variant, memory_gb, amp, dims, depth_attention,
+                                                          image_size, geometry["full_depth"], min_slab, min_image_size)
+    if depth_attention and depth < geometry["full_depth"]:
+        notes.append(f"slab depth {depth} < median depth {geometry['full_depth']}: sliding windows cover the rest")
     patch = in_plane + ([depth] if dims == 3 else [])
-
-    infer_free = budget - memory["weights_bytes"] - GIB  # inference holds the weights, no optimizer state
+    infer_free = memory_gb * GIB - memory["weights_bytes"] - GIB  # inference holds the weights, no optimizer state
     sw_batch = int(min(max(infer_free // (depth * memory["infer_bytes_per_slice"]), 1), 8))
+    normalization, intensity = _normalization(fingerprint, dims)
+    channels = int(fingerprint["channels"])
 
-    normalization = []
-    for c in range(int(fingerprint["channels"])):
-        modality = str(fingerprint.get("modality", {}).get(str(c), "unknown"))
-        stats = fingerprint["foreground_intensity"][c]
-        if modality.strip().upper() == "CT":
-            normalization.append({"scheme": "ct", "modality": modality,
-                                  "clip": [stats["percentile_00_5"], stats["percentile_99_5"]],
-                                  "mean": stats["mean"], "std": stats["std"]})
-        else:
-            cropped = fingerprint.get("median_nonzero_bbox_fraction", 1.0) < 0.75
-            normalization.append({"scheme": "zscore", "modality": modality, "nonzero": bool(cropped)})
-
-    labels = {int(k): v for k, v in fingerprint["labels"].items()}
     plan = {
         "plan_version": PLAN_VERSION,
         "dataset": fingerprint.get("dataset"),
+        "configuration": configuration,
         "spatial_dims": dims,
-        "in_channels": int(fingerprint["channels"]),
-        "num_classes": len(labels),
-        "label_values": sorted(labels),
-        "class_names": [labels[v] for v in sorted(labels) if v != 0],
+        "slice_axis": geometry["axis"],
+        "depth_attention": depth_attention,
+        "in_channels": channels,
+        **_label_keys(fingerprint),
         "sam_variant": sam_variant,
         "image_size": image_size,
-        "pixdim": [round(float(s), 6) for s in spacing],
+        "pixdim": [round(float(s), 6) for s in geometry["spacing"]],
         "patch_size": [int(p) for p in patch],
         "batch_size": int(batch),
         "sw_batch_size": sw_batch,
         "sw_overlap": sw_overlap,
+        "intensity": intensity,
         "normalization": normalization,
+        "dataset_cache": dataset_cache_estimate(int(fingerprint.get("num_cases", len(fingerprint["shapes"]))),
+                                                geometry["cached_shape"], channels, cache_memory_gb),
+        "num_folds": datalist_num_folds(datalist_file) if datalist_file is not None else None,
         "memory": {
             "budget_gib": memory_gb,
             "amp": amp,
@@ -144,7 +263,7 @@ def make_plan(
             "fixed_gib": memory["fixed_bytes"] / GIB,
             "planned_train_gib": (memory["fixed_bytes"] + batch * depth * memory["train_bytes_per_slice"]) / GIB,
         },
-        "median_shape_at_target_spacing": [float(v) for v in resampled],
+        "median_shape_at_target_spacing": [float(v) for v in geometry["resampled"]],
         "notes": notes,
     }
     if datalist_file is not None:

@@ -6,15 +6,43 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from pathlib import Path
 
 from monai.bundle import ConfigParser
 
 from ..data.atomic import remove_stale_temporaries
+from ..data.writers import IMAGE_ENDINGS, case_name
 
-__all__ = ["predict_folder"]
+__all__ = ["predict_folder", "input_cases"]
 
 logger = logging.getLogger(__name__)
+
+_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
+
+
+def input_cases(input_dir: str | Path, pattern: str | None = None) -> list[dict]:
+    """The cases of a folder of images: ``[{"image": file or [files], "case": name}]``.
+
+    Files are those matching ``pattern`` (default: every NIfTI, NRRD, MHA, PNG, JPEG, BMP and TIFF file). When every
+    name ends in nnU-Net's channel suffix (``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``...), the channels of a
+    case are grouped, in suffix order, and the case is named without the suffix.
+    """
+    folder = Path(input_dir)
+    if pattern:
+        files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    else:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.name.lower().endswith(IMAGE_ENDINGS))
+    names = [case_name(p) for p in files]
+    matches = [_CHANNEL.match(n) for n in names]
+    if files and all(matches):
+        grouped: dict[str, dict[int, str]] = {}
+        for path, match in zip(files, matches, strict=True):
+            grouped.setdefault(match.group(1), {})[int(match.group(2))] = str(path.resolve())
+        return [{"image": [c[k] for k in sorted(c)] if len(c) > 1 else next(iter(c.values())), "case": case}
+                for case, c in sorted(grouped.items())]
+    return [{"image": str(p.resolve()), "case": n} for p, n in zip(files, names, strict=True)]
 
 
 def predict_folder(
@@ -23,25 +51,33 @@ def predict_folder(
     checkpoint: str | Path,
     bundle_dir: str | Path,
     plan_file: str | Path | None = None,
-    pattern: str = "*.nii.gz",
+    pattern: str | None = None,
     mirror: bool = False,
     save_probabilities: bool = False,
     overrides: dict | None = None,
 ) -> list[Path]:
-    """Run the bundle's ``inference.json`` on ``<input_dir>/<pattern>``; write ``<case>.nii.gz`` label maps (and
-    ``<case>.npz`` probabilities) to ``output_dir``, each file whole or not at all.
+    """Run the bundle's ``inference.json`` on the images of ``input_dir``; write one label map per case to
+    ``output_dir`` (``<case>.nii.gz``, or ``<case>.png`` for PNG / JPEG / BMP / TIFF inputs; the data set's own
+    label values; the input's geometry) and, with ``save_probabilities``, ``<case>.npz``; each file whole or not
+    at all.
 
     Args:
         checkpoint: the trained weights (``model.pt``, or a ``checkpoint_epoch=N.pt`` training state).
         bundle_dir: the bundle folder (``configs/inference.json``).
         plan_file: the plan the model was trained with (``medsa plan``), if any.
+        pattern: which files of ``input_dir`` (see :func:`input_cases`).
         mirror: average the logits over mirror images along all spatial axes (:class:`MirroringInferer`).
-        save_probabilities: also write the softmax probabilities in the original geometry.
+        save_probabilities: also write the class (or region) probabilities in the original geometry.
         overrides: further config overrides (id: value). Those that ``medsa train`` recorded in
             ``<run>/training_overrides.json`` beside ``<run>/models/`` are applied first.
     """
     output_dir = Path(output_dir)
     checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"model file '{checkpoint}' does not exist")
+    cases = input_cases(input_dir, pattern)
+    if not cases:
+        raise FileNotFoundError(f"no images in '{input_dir}'" + (f" match '{pattern}'" if pattern else ""))
     trained_with = checkpoint.resolve().parent.parent / "training_overrides.json"
     stale = remove_stale_temporaries(output_dir)
     if stale:
@@ -51,21 +87,17 @@ def predict_folder(
     if trained_with.is_file():  # the network must be built as it was trained (written by `medsa train`)
         recorded = json.loads(trained_with.read_text())
         parser.update({k: v for k, v in recorded.items() if k in parser and k != "sam_checkpoint"})
-    parser.update({"dataset_dir": str(Path(input_dir).resolve()), "input_pattern": pattern,
-                   "output_dir": str(output_dir.resolve()), "plan_file": None if plan_file is None else str(plan_file),
-                   "handlers#0#load_path": str(Path(checkpoint).resolve()), "num_workers": 0,
-                   "postprocessing#transforms#3#output_postfix": "", **(overrides or {})})
+    parser.update({"dataset_dir": str(Path(input_dir).resolve()), "output_dir": str(output_dir.resolve()),
+                   "plan_file": None if plan_file is None else str(plan_file),
+                   "handlers#0#load_path": str(checkpoint.resolve()), "num_workers": 0, "output_postfix": "",
+                   "probabilities_dir": str(output_dir.resolve()) if save_probabilities else None,
+                   **(overrides or {})})
+    parser["datalist"] = cases
     if mirror:
         dims = parser.get_parsed_content("spatial_dims")
         parser["inferer"] = {"_target_": "medsa_monai.inferers.MirroringInferer",
                              "inferer": copy.deepcopy(parser["inferer"]), "axes": list(range(dims))}
-    if save_probabilities:
-        transforms = parser["postprocessing#transforms"]
-        transforms.insert(2, {"_target_": "medsa_monai.data.SaveProbabilitiesd", "keys": "pred",
-                              "output_dir": str(output_dir.resolve())})
-        parser["postprocessing#transforms"] = transforms
-    if not parser.get_parsed_content("datalist"):
-        raise FileNotFoundError(f"no images match '{Path(input_dir) / pattern}'")
     parser.get_parsed_content("initialize")
     parser.get_parsed_content("evaluator").run()
-    return sorted(output_dir.glob("*.nii.gz"))
+    written = {f"{c['case']}{suffix}" for c in cases for suffix in (".nii.gz", ".png")}
+    return sorted(p for p in output_dir.iterdir() if p.name in written)

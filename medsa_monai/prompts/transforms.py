@@ -30,11 +30,12 @@ class SamplePromptsd(Randomizable, MapTransform):
     ``points_key`` ``(K, P, dims)`` float, ``point_labels_key`` ``(K, P)`` (1, 0, -1 padding) and ``boxes_key``
     ``(K, 2 * dims)`` with NaN rows where there is no box, and ``mask_key`` ``(K, *spatial)`` logits, NaN where
     there is no mask; ``K = num_classes``, ``P = max_positive + max_negative``.
-    Run it after the spatial transforms, on the label the network will see.
+    Run it after the spatial transforms, on the label the network will see: a class index map ``(1, *spatial)``
+    (class ``k`` is value ``k``) or, for regions, one binary channel per region ``(K, *spatial)``.
 
     Args:
         keys: the label key (one key).
-        num_classes: foreground classes ``K``; class ``k`` is label value ``k``.
+        num_classes: foreground classes (or regions) ``K``.
     """
 
     def __init__(
@@ -79,8 +80,10 @@ class SamplePromptsd(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         label = np.asarray(torch.as_tensor(d[self.keys[0]]).detach().cpu())
-        if label.ndim < 3 or label.shape[0] != 1:
-            raise ValueError(f"SamplePromptsd expects a label of shape (1, *spatial), got {label.shape}")
+        if label.ndim < 3 or label.shape[0] not in (1, self.num_classes):
+            raise ValueError(f"SamplePromptsd expects a label map of shape (1, *spatial) or one binary channel per "
+                             f"class ({self.num_classes}, *spatial), got shape {label.shape}")
+        class_masks = [label[0] == k + 1 for k in range(self.num_classes)] if label.shape[0] == 1 else label > 0
         label = label[0]
         dims, slots = label.ndim, self.max_positive + self.max_negative
         points = np.zeros((self.num_classes, slots, dims), dtype=np.float32)
@@ -91,7 +94,7 @@ class SamplePromptsd(Randomizable, MapTransform):
         if not self._automatic:
             with_mask = self.R.rand() < self.mask_probability
             for k in range(self.num_classes):
-                mask = label == k + 1
+                mask = class_masks[k]
                 if with_mask:
                     masks[k] = simulated_previous_logits(mask, self.R)
                 if not mask.any():
