@@ -1,6 +1,8 @@
 """Metrics per case and class, their summaries, and the Ignite handler that writes them."""
 
+from .interactive_protocol import ProtocolResult, run_protocol, summarize_protocol
 from .metrics import case_metrics, confusion_counts, dice_score, hd95, summarize
 from .report import SegmentationReport
 
-__all__ = ["SegmentationReport", "case_metrics", "confusion_counts", "dice_score", "hd95", "summarize"]
+__all__ = ["ProtocolResult", "SegmentationReport", "case_metrics", "confusion_counts", "dice_score", "hd95",
+           "run_protocol", "summarize", "summarize_protocol"]
