@@ -4,6 +4,8 @@ the same image (mask decoder only: the image embedding is cached).
     python benchmarks/click_latency.py                                        # vit_b at 1024, skin-lesion bundle
     python benchmarks/click_latency.py --variant vit_tiny --image-size 256    # a quick look
     python benchmarks/click_latency.py --bundle medsa_hippocampus_mri --image-size 256   # a 3D volume (SD-Trans)
+    python benchmarks/click_latency.py --bundle medsa_hippocampus_mri --variant vit_tiny --image-size 128 \
+        --model runs/hippocampus/medsa/models/model.pt --volume Task04_Hippocampus/imagesTr/hippocampus_003.nii.gz
 
 Each click goes through MONAI Label 0.8.5's own infer task, in process (``BundleInferTask`` of type ``deepedit``
 on a copy of the bundle, as its ``monaibundle`` app builds it for a ``*_deepedit`` model; no HTTP): the image is
@@ -12,6 +14,13 @@ file, as for a click from a viewer. Without monailabel (or with ``--no-monailabe
 bundle's pre-processing, inferer, network and post-processing only. The weights are random (the times do not depend
 on them). The first click is on an image not seen before; each next click adds one click on the same image. Times
 are medians over ``--images`` images, after one warm-up image.
+
+For a volume (the hippocampus bundle) it also times 3D prompt propagation on one volume, the embedding computed
+once: a click on one slice segmenting the structure slice by slice (``prompt_propagation``, the default), beside
+the same click prompting its own slice only (``prompt_propagation=False``, one batched decoder pass over all
+slices), and the cost per decoded (slice, class) pair. The click goes to the centre of the first class as the model
+segments it automatically (on its middle slice). How far a click propagates depends on the weights: give a trained
+``--model`` and a real ``--volume`` for figures that mean something; random weights time the mechanics only.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from scipy import ndimage
 
 from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
 
@@ -108,6 +118,59 @@ class MonaiLabelClicks:
         return self.task._networks[self.device][0].embedding_cache
 
 
+def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | None, repeats: int = 5) -> dict:
+    """Time one click on a volume with and without propagation, the embedding computed once beforehand."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle), "device": device, "output_dir": str(bundle / "eval")})
+    network = parser.get_parsed_content("network_def").to(device).eval()
+    network.load_state_dict(torch.load(model or bundle / "models" / "model.pt", weights_only=True, map_location=device))
+    preprocessing = parser.get_parsed_content("preprocessing")
+    image = preprocessing({"image": str(volume)})["image"][None].to(device)
+    with torch.no_grad():  # click the centre of the first class as the model finds it automatically
+        automatic = network(image).argmax(1)[0].cpu().numpy() == 1
+    if automatic.any():
+        slices = np.flatnonzero(automatic.any(axis=(0, 1)))
+        middle = int(slices[len(slices) // 2])
+        distance = ndimage.distance_transform_edt(automatic[..., middle])
+        point = [*np.unravel_index(int(np.argmax(distance)), distance.shape), middle]
+    else:
+        point = [s // 2 for s in image.shape[2:]]
+    points = torch.tensor([[[point]] + [[[0.0] * 3]] * (network.num_classes - 1)], dtype=torch.float32, device=device)
+    labels = torch.tensor([[[1]] + [[-1]] * (network.num_classes - 1)], device=device)
+    pairs = []
+    network.mask_decoder.register_forward_hook(lambda module, args, out: pairs.append(out[0].shape[0]))
+
+    def timed(propagate: bool) -> tuple[float, int, int]:
+        network.prompt_propagation = propagate
+        times, reached = [], 0
+        with torch.no_grad():
+            embeddings = network.encode(image)
+            for _ in range(repeats):
+                pairs.clear()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                low_res = network.decode(embeddings, image.shape, points, labels)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+                reached = int((low_res[0, 0] > 0).flatten(0, 1).any(0).sum())
+        return statistics.median(times), sum(pairs), reached
+
+    with torch.no_grad():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        network.embedding_cache = None
+        network.encode(image)
+        encode = time.perf_counter() - start
+    propagated, propagated_pairs, propagated_slices = timed(True)
+    own_slice, own_pairs, own_slices = timed(False)
+    return {"depth": image.shape[-1], "encode": encode, "propagated": propagated, "propagated_pairs": propagated_pairs,
+            "propagated_slices": propagated_slices, "own_slice": own_slice, "own_slice_pairs": own_pairs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="samda_skin_lesion", choices=["samda_skin_lesion", "medsa_hippocampus_mri"])
@@ -117,6 +180,8 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=4, help="clicks per image")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-monailabel", action="store_true", help="time the bundle pipeline without MONAI Label")
+    parser.add_argument("--model", type=Path, default=None, help="trained model.pt for the propagation figures")
+    parser.add_argument("--volume", type=Path, default=None, help="volume for the propagation figures")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,6 +220,17 @@ def main() -> None:
         print(f"  next click on the same image (decoder):      {statistics.median(later):8.3f} s  "
               f"(median of {len(later)} clicks)")
         print(f"  embedding cache: {cache.misses} computed, {cache.hits} reused")
+        if args.bundle == "medsa_hippocampus_mri":
+            if args.model is not None:
+                (bundle / "models" / "model.pt").write_bytes(args.model.read_bytes())
+            found = propagation_latency(bundle, args.volume or paths[0], args.device, args.model)
+            print(f"3D click on one slice of a {found['depth']}-slice volume, embedding computed once "
+                  f"({found['encode']:.3f} s to encode); {'trained' if args.model else 'random'} weights:")
+            print(f"  propagated (default):        {found['propagated']:8.3f} s, {found['propagated_pairs']} (slice, "
+                  f"class) decoder passes, structure on {found['propagated_slices']} slices; "
+                  f"{found['propagated'] / max(found['propagated_pairs'], 1) * 1000:.2f} ms per pass")
+            print(f"  own slice only (no propagation): {found['own_slice']:8.3f} s, {found['own_slice_pairs']} passes "
+                  f"in one batch; {found['own_slice'] / max(found['own_slice_pairs'], 1) * 1000:.2f} ms per pass")
 
 
 if __name__ == "__main__":

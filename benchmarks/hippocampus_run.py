@@ -79,24 +79,38 @@ def main() -> None:
                  "pilot_epoch_seconds": pilot, "classes": summary["classes"], "num_cases": summary["num_cases"]}
         interactive = out / "eval" / "interactive_summary.json"
         if interactive.is_file():
-            entry["interactive"] = json.loads(interactive.read_text())["classes"]
+            entry["interactive"] = json.loads(interactive.read_text())
         results[name] = entry
         (Path(options.out) / "results.json").write_text(json.dumps(results, indent=2))
 
-    print("| model | epochs | class | Dice | HD95 (mm) | 1 click | 3 clicks | 5 clicks | box | NoC@85 | NoC@90 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | epochs | class | Dice | HD95 (mm) |")
+    print("|---|---|---|---|---|")
     for name, entry in results.items():
         for cls, metrics in entry["classes"].items():
-            row = [name, str(entry["epochs"]), cls, f"{metrics['dice']['mean']:.3f} +- {metrics['dice']['std']:.3f}",
-                   f"{metrics['hd95']['mean']:.2f}"]
-            inter = entry.get("interactive", {}).get(cls)
-            if inter:
-                clicks = inter["dice_after_clicks"]
-                row += [f"{clicks.get(k, math.nan):.3f}" for k in ("1", "3", "5")]
-                row += [f"{inter.get('box_dice', math.nan):.3f}", f"{inter['noc']['85']:.2f}",
-                        f"{inter['noc']['90']:.2f}"]
+            print(f"| {name} | {entry['epochs']} | {cls} | {metrics['dice']['mean']:.3f} +- "
+                  f"{metrics['dice']['std']:.3f} | {metrics['hd95']['mean']:.2f} |")
+    for name, entry in results.items():
+        report = entry.get("interactive")
+        if not report:
+            continue
+        budget = report["noc_budget"]
+        print(f"\n{name}, interactive (every prompt propagated; NoC budget {budget} clicks):\n")
+        print("| class | automatic | box | 1 / 3 / 5 clicks | NoC@85 | NoC@90 | CVPR 2025: box, clicks 1-5 | DSC_AUC |"
+              " NSD_AUC | final Dice | final NSD | click on every slice |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        cvpr = report.get("cvpr2025", {})
+        for cls, inter in report["classes"].items():
+            automatic = entry["classes"].get(cls, {}).get("dice", {}).get("mean", math.nan)
+            clicks = " / ".join(f"{inter['dice_after_clicks'].get(k, math.nan):.3f}" for k in ("1", "3", "5"))
+            row = [cls, f"{automatic:.3f}", f"{inter.get('box_dice', math.nan):.3f}", clicks,
+                   f"{inter['noc']['85']:.2f}", f"{inter['noc']['90']:.2f}"]
+            protocol = cvpr.get("mean") if cls == "mean" else cvpr.get("classes", {}).get(cls)
+            if protocol:
+                row += [" / ".join(f"{v:.3f}" for v in protocol["dice"])] + [
+                    f"{protocol[k]:.3f}" for k in ("dsc_auc", "nsd_auc", "final_dice", "final_nsd")]
             else:
-                row += ["-"] * 6
+                row += ["-"] * 5
+            row.append(f"{inter.get('slice_clicks_dice', math.nan):.3f}")
             print("| " + " | ".join(row) + " |")
 
 

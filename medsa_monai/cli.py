@@ -67,10 +67,18 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"  {name:>6}: Dice {dice['mean']:.3f} +- {dice['std']:.3f}   HD95 {hd['mean']:.2f} mm")
     interactive = Path(args.output_dir) / "eval" / "interactive_summary.json"
     if interactive.is_file():
-        mean = json.loads(interactive.read_text())["classes"]["mean"]
+        report = json.loads(interactive.read_text())
+        mean = report["classes"]["mean"]
         clicks = ", ".join(f"{k} click(s) {v:.3f}" for k, v in mean["dice_after_clicks"].items())
         print(f"  clicks: Dice after {clicks}; box {mean.get('box_dice', float('nan')):.3f}; "
-              f"NoC@85 {mean['noc']['85']:.1f}, NoC@90 {mean['noc']['90']:.1f}")
+              f"NoC@85 {mean['noc']['85']:.1f}, NoC@90 {mean['noc']['90']:.1f} (budget {report['noc_budget']})")
+        if "cvpr2025" in report:
+            cvpr = report["cvpr2025"]["mean"]
+            steps = " / ".join(f"{v:.3f}" for v in cvpr["dice"])
+            print(f"  CVPR 2025 protocol: Dice box, then clicks {steps}; DSC_AUC {cvpr['dsc_auc']:.3f}, "
+                  f"NSD_AUC {cvpr['nsd_auc']:.3f}, final Dice {cvpr['final_dice']:.3f}, NSD {cvpr['final_nsd']:.3f}")
+        if "slice_clicks_dice" in mean:
+            print(f"  Med-SA protocol (a click on every slice): Dice {mean['slice_clicks_dice']:.3f}")
     print(f"  predictions: {Path(args.output_dir) / 'eval' / 'predictions'}\n  overlay: {summary['overlay']}")
 
 

@@ -64,20 +64,24 @@ def test_2d_encoder_and_mask_logits_equal_sam(tiny_checkpoint):
 @torch.no_grad()
 def test_3d_volume_equals_sam_slice_by_slice(tiny_checkpoint):
     sam = _reference(tiny_checkpoint)
-    net = MedSA(3, 1, 2, "vit_tiny", tiny_checkpoint, image_size=1024).eval()
+    net = MedSA(3, 1, 2, "vit_tiny", tiny_checkpoint, image_size=1024, prompt_propagation=False).eval()
     assert net.architecture.depth_attention  # SD-Trans present, its zero-initialised adapter adds nothing yet
     volume = torch.rand(1, 1, 1024, 1024, 2, generator=torch.Generator().manual_seed(2))
     box = torch.tensor([[[100.0, 200.0, 0.0, 800.0, 900.0, 1.0]]])  # covers both slices
 
     embeddings = net.encode(volume)
     logits = net(volume, boxes=box)
-    assert logits.shape == (1, 2, 1024, 1024, 2)
+    net.prompt_propagation = True  # the box's middle slice (0) is propagation's seed: decoded as SAM does
+    propagated = net(volume, boxes=box)
+    assert logits.shape == propagated.shape == (1, 2, 1024, 1024, 2)
     for k in range(2):
         rgb = volume[0, :, :, :, k].expand(3, -1, -1)
         ref_embedding = sam.image_encoder(sam.preprocess(rgb * 255)[None])
         assert (embeddings[k] - ref_embedding[0]).abs().max() < TOL
         _, ref_full = _sam_outputs(sam, rgb, box_xyxy=torch.tensor([200.0, 100.0, 900.0, 800.0]))
         assert (logits[0, 1, :, :, k] - ref_full[0, 0]).abs().max() < TOL
+        if k == 0:
+            assert (propagated[0, 1, :, :, 0] - ref_full[0, 0]).abs().max() < TOL
 
 
 @pytest.mark.parametrize("image_size", [256, 512])

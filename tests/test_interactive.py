@@ -99,3 +99,12 @@ def test_interactive_evaluator_and_report(tmp_path):
         assert square["dice_after_clicks"][str(k)] == pytest.approx(curve[:, k - 1].mean(), abs=1e-6)
     expected_noc = np.mean([clicks_to_reach(c[:, None], 0.85)[0] for c in curve])
     assert square["noc"]["85"] == pytest.approx(expected_noc) == evaluator.state.metrics["noc_85"]
+    # the CVPR 2025 protocol (box, then clicks) ran too; its box step is exact for this stub, and the curve is drawn
+    cvpr = summary["cvpr2025"]
+    assert cvpr["cases"] == 2 and cvpr["classes"]["square"]["dice"][0] == pytest.approx(1.0)
+    assert evaluator.state.metrics["cvpr_box_dice"] == pytest.approx(1.0)
+    assert square["dice_curve"] == pytest.approx(list(curve.mean(0)), abs=1e-6)
+    from PIL import Image
+
+    with Image.open(tmp_path / "interactive_curves.png") as png:
+        assert png.size == (640, 420) and len(set(png.getdata())) > 2  # axes and a curve, not a blank image

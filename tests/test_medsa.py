@@ -216,8 +216,8 @@ def test_full_resolution_and_partial_mask_prompts():
 
 def test_3d_click_reaches_neighbouring_slices_with_an_offset_embedding():
     torch.manual_seed(0)
-    near = randomise(tiny(3, out_channels=2, click_depth_radius=2)).eval()
-    own = tiny(3, out_channels=2).eval()
+    near = randomise(tiny(3, out_channels=2, click_depth_radius=2, prompt_propagation=False)).eval()
+    own = tiny(3, out_channels=2, prompt_propagation=False).eval()
     own.load_state_dict({k: v for k, v in near.state_dict().items() if "click_depth_embed" not in k})
     volume = torch.rand(1, 1, 32, 32, 9)
     points, labels = torch.tensor([[[[10.0, 20.0, 4.0]]]]), torch.ones(1, 1, 1)

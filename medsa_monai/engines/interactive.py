@@ -9,25 +9,38 @@ from monai.engines import Evaluator
 from monai.engines.utils import default_prepare_batch
 from torch import nn
 
+from ..evaluation.interactive_protocol import run_protocol
 from ..evaluation.report import case_name, label_map
-from ..prompts.interactive import simulate_clicks
+from ..prompts.interactive import simulate_clicks, slice_click_dice
 
 __all__ = ["InteractiveEvaluator"]
 
 
 class InteractiveEvaluator(Evaluator):
-    """Run :func:`~medsa_monai.prompts.simulate_clicks` on every case of ``val_data_loader``.
+    """Simulate interactive sessions on every case of ``val_data_loader``, under three protocols:
+
+    - iterative clicks (:func:`~medsa_monai.prompts.simulate_clicks`): ``num_clicks`` clicks per class, each at the
+      centre of the largest error, the budget of the clicks-to-reach-Dice (NoC) measure; and the reference bounding
+      box as the only prompt;
+    - the CVPR 2025 challenge's protocol (:func:`~medsa_monai.evaluation.run_protocol`, with ``protocol_clicks``
+      clicks after the box; ``0`` skips it), whose Dice / NSD AUC compare with nnInteractive, SAM-Med3D, VISTA3D;
+    - for volumes, Med-SA's own 3D protocol (:func:`~medsa_monai.prompts.slice_click_dice`: a click on every slice
+      of each structure).
 
     Each iteration's output is ``{"cases": [names], "results": [InteractiveResult]}``; attach
-    :class:`~medsa_monai.engines.InteractiveReport` to summarise Dice per click, NoC and box Dice. Cases are
-    whole pre-processed images or volumes (no sliding window: clicks live in the whole image's frame).
+    :class:`~medsa_monai.engines.InteractiveReport` to summarise them. Cases are whole pre-processed images or
+    volumes (no sliding window: clicks live in the whole image's frame).
 
     Args:
         device, val_data_loader, prepare_batch, val_handlers, amp, non_blocking: as MONAI's ``Evaluator``.
         network: a :class:`~medsa_monai.networks.MedSA`.
-        num_clicks: clicks per class and case.
+        num_clicks: clicks per class and case of the iterative protocol (the NoC budget).
         mask_feedback: feed the previous low-resolution prediction back as SAM's mask prompt.
         with_box: also measure Dice with the reference bounding box as the prompt.
+        protocol_clicks: clicks after the box in the CVPR 2025 protocol (5 in the challenge; 0 skips it).
+        spacing: voxel size (mm) for the protocol's NSD and click placement; ``None`` reads the image's ``pixdim``.
+        slice_protocol: run Med-SA's click-on-every-slice protocol on volumes.
+        seed: seed of the protocol's tie-breaking.
     """
 
     def __init__(
@@ -42,6 +55,10 @@ class InteractiveEvaluator(Evaluator):
         val_handlers: Sequence | None = None,
         amp: bool = False,
         non_blocking: bool = False,
+        protocol_clicks: int = 5,
+        spacing: Sequence[float] | None = None,
+        slice_protocol: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__(device=device, val_data_loader=val_data_loader, prepare_batch=prepare_batch,
                          val_handlers=val_handlers, amp=amp, non_blocking=non_blocking, decollate=False)
@@ -49,15 +66,38 @@ class InteractiveEvaluator(Evaluator):
         self.num_clicks = num_clicks
         self.mask_feedback = mask_feedback
         self.with_box = with_box
+        self.protocol_clicks = protocol_clicks
+        self.spacing = spacing
+        self.slice_protocol = slice_protocol
+        self.seed = seed
 
     def _iteration(self, engine: InteractiveEvaluator, batchdata: dict) -> dict:
         image, label = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
         self.network.eval()
         names, results = [], []
         for b in range(image.shape[0]):
+            case, reference = image[b:b + 1], label_map(label[b])
             with torch.autocast(torch.device(engine.state.device).type, enabled=bool(self.amp)):
-                results.append(simulate_clicks(self.network, image[b:b + 1], label_map(label[b]), self.num_clicks,
-                                               self.mask_feedback, self.with_box))
+                result = simulate_clicks(self.network, case, reference, self.num_clicks, self.mask_feedback,
+                                         self.with_box)
+                if self.protocol_clicks:
+                    result.protocol = run_protocol(self.network, case, reference, self._spacing(image, b),
+                                                   self.protocol_clicks, self.seed, self.mask_feedback)
+                if self.slice_protocol and reference.ndim == 3:
+                    result.slice_click_dice = slice_click_dice(self.network, case, reference)
+            results.append(result)
             names.append(case_name({"label": label[b], "image": image[b]}))
         engine.state.output = {"cases": names, "results": results}
         return engine.state.output
+
+    def _spacing(self, image: torch.Tensor, index: int) -> list[float] | None:
+        if self.spacing is not None:
+            return [float(v) for v in self.spacing]
+        affine = getattr(image, "affine", None)
+        if affine is None:
+            return None
+        affine = affine.as_tensor() if hasattr(affine, "as_tensor") else torch.as_tensor(affine)
+        affine = affine.detach().cpu().double()
+        affine = affine[index] if affine.ndim == 3 else affine
+        dims = image.ndim - 2
+        return [float(v) for v in affine[:dims, :dims].norm(dim=0)]

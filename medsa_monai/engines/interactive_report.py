@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from ignite.engine import Engine, Events
 
+from ..evaluation.curve_plot import plot_curves
+from ..evaluation.interactive_protocol import summarize_protocol
 from ..evaluation.io import write_csv, write_json
 from ..evaluation.report import class_map
 from ..prompts.interactive import InteractiveResult, clicks_to_reach
@@ -29,9 +31,12 @@ class InteractiveReport:
     """Summarise the sessions of an :class:`~medsa_monai.engines.InteractiveEvaluator`.
 
     Writes ``interactive_summary.json`` (per class and averaged over classes: mean Dice after each of
-    ``report_clicks`` clicks, mean NoC at each threshold, mean box Dice) and ``interactive_cases.csv`` (every case,
-    class and click). The same figures go to ``engine.state.metrics`` (``dice_<k>_clicks``, ``noc_<t>``,
-    ``box_dice``, averaged over classes).
+    ``report_clicks`` clicks and the whole curve, mean NoC at each threshold within the click budget, mean box
+    Dice; the CVPR 2025 protocol's summary under ``"cvpr2025"`` and Med-SA's click-on-every-slice Dice under
+    ``"slice_clicks"`` when they ran), ``interactive_curves.png`` (Dice against clicks per class) and
+    ``interactive_cases.csv`` (every case, class and click). The same figures go to ``engine.state.metrics``
+    (``dice_<k>_clicks``, ``noc_<t>``, ``box_dice``, ``cvpr_dsc_auc``, ``cvpr_final_dice``, ``slice_clicks_dice``,
+    averaged over classes).
     """
 
     def __init__(self, output_dir: str | Path | None, class_names: Mapping[Any, str] | Sequence[str],
@@ -61,7 +66,8 @@ class InteractiveReport:
         columns = list(self.classes) + ["mean"]
         for c, name in enumerate(columns):
             curve = curves[:, :, c] if name != "mean" else np.nanmean(curves, axis=2)
-            entry = {"dice_after_clicks": {str(k): _nanmean(curve[:, k - 1]) for k in shown}}
+            entry = {"dice_after_clicks": {str(k): _nanmean(curve[:, k - 1]) for k in shown},
+                     "dice_curve": [_nanmean(curve[:, k]) for k in range(clicks)]}
             nocs = {}
             for t in self.thresholds:
                 per_case = np.stack([clicks_to_reach(r.click_dice, t) for _, r in self.cases])
@@ -71,10 +77,24 @@ class InteractiveReport:
             if boxes:
                 box = np.stack(boxes)
                 entry["box_dice"] = _nanmean(box[:, c] if name != "mean" else np.nanmean(box, 1))
+            slices = [r.slice_click_dice for _, r in self.cases if r.slice_click_dice is not None]
+            if slices:
+                values = np.stack(slices)
+                entry["slice_clicks_dice"] = _nanmean(values[:, c] if name != "mean" else np.nanmean(values, 1))
             per_class[name] = entry
         self.summary = {"num_cases": len(self.cases), "num_clicks": clicks, "noc_budget": clicks,
                         "classes": per_class}
+        protocols = [r.protocol for _, r in self.cases if r.protocol is not None]
+        if protocols:
+            cvpr = summarize_protocol(protocols)
+            cvpr["classes"] = {self.classes[k - 1]: v for k, v in cvpr["classes"].items()}
+            self.summary["cvpr2025"] = cvpr
+            engine.state.metrics["cvpr_dsc_auc"] = cvpr["mean"]["dsc_auc"]
+            engine.state.metrics["cvpr_final_dice"] = cvpr["mean"]["final_dice"]
+            engine.state.metrics["cvpr_box_dice"] = cvpr["mean"]["dice"][0]
         mean = per_class["mean"]
+        if "slice_clicks_dice" in mean:
+            engine.state.metrics["slice_clicks_dice"] = mean["slice_clicks_dice"]
         for k, v in mean["dice_after_clicks"].items():
             engine.state.metrics[f"dice_{k}_clicks"] = v
         for t, v in mean["noc"].items():
@@ -82,10 +102,14 @@ class InteractiveReport:
         if "box_dice" in mean:
             engine.state.metrics["box_dice"] = mean["box_dice"]
         logger.info("interactive, %d cases: %s", len(self.cases), ", ".join(
-            f"{k}={v:.4f}" for k, v in engine.state.metrics.items() if k.startswith(("dice_", "noc_", "box_"))))
+            f"{k}={v:.4f}" for k, v in engine.state.metrics.items()
+            if k.startswith(("dice_", "noc_", "box_", "cvpr_", "slice_"))))
         if self.output_dir is None:
             return
         write_json(self.output_dir / "interactive_summary.json", self.summary)
+        curves = {name: per_class[name]["dice_curve"] for name in self.classes}
+        plot_curves(self.output_dir / "interactive_curves.png", curves, title=f"Dice after each click, "
+                    f"{len(self.cases)} cases (centre of the largest error, previous mask fed back)")
         rows = [[case, self.classes[c], k + 1, result.click_dice[k, c]]
                 for case, result in self.cases for c in range(len(self.classes)) for k in range(clicks)]
         write_csv(self.output_dir / "interactive_cases.csv", ["case", "class", "click", "dice"], rows)

@@ -7,6 +7,7 @@ from .encoder import MedSABlock, MedSAImageEncoder
 from .hyper_prompt import HyperPromptAdapter
 from .medsa import MedSA, resolve_architecture
 from .presets import TRAINABLE_PRESETS, ParameterCount, apply_trainable, count_parameters, parameter_group
+from .propagation import propagate_prompts
 from .sam import build_sam
 from .variants import SAM_VARIANTS, SamVariant, get_sam_variant
 
@@ -30,6 +31,7 @@ __all__ = [
     "count_parameters",
     "get_sam_variant",
     "parameter_group",
+    "propagate_prompts",
     "read_state_dict",
     "resolve_architecture",
 ]

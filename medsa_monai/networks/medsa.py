@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from .encoder import MedSAImageEncoder
 from .guidance import guidance_to_points
 from .input_layer import ChannelMixer
 from .presets import SAM_GROUPS, TRAINABLE_PRESETS, apply_trainable, parameter_group
-from .prompt_mapping import to_sam_prompts
+from .prompt_mapping import SamPrompts, to_sam_prompts
+from .propagation import propagate_prompts
 from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_prompt_encoder, check_image_size
 from .variants import get_sam_variant
 
@@ -115,7 +117,16 @@ class MedSA(nn.Module):
 
     ``K`` is the number of foreground classes. A (slice, class) pair with neither points nor box uses the class's
     learned prompt embedding (automatic mode, which is also what ``forward(image)`` alone does, e.g. inside
-    MONAI's ``SlidingWindowInferer``).
+    MONAI's ``SlidingWindowInferer``). With ``prompt_class_token`` a prompted pair gets that embedding too, beside
+    its point and box tokens, so a box over two touching structures still says which one is meant.
+
+    3D prompts at inference (eval mode) are propagated (``prompt_propagation``, see
+    :func:`~medsa_monai.networks.propagation.propagate_prompts`): the slices with clicks, and the middle slice of a
+    box, are decoded with their prompts; each further slice is decoded from its neighbour's prediction (its mask
+    logits and its bounding box as prompts), outwards until the structure ends (or the box's slice range), so a click
+    on one slice segments the whole structure and costs decoder passes only. A prompted class then never falls back
+    to its automatic prompt on other slices. In training, and with ``prompt_propagation=False``, a click prompts its
+    own slice and ``click_depth_radius`` slices on either side, a box the slices of its range.
 
     Args:
         spatial_dims: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, H, W, D)``.
@@ -156,6 +167,10 @@ class MedSA(nn.Module):
             channels starts it as SAM's repeat or as the identity, so the output is SAM's until it trains (with a
             trainable input layer the embedding cache no longer serves training: the encoder's input changes at
             every step).
+        prompt_class_token: give a prompted (slice, class) pair its class's learned prompt embedding as an extra
+            token; ``False`` (the default) keeps a prompted pair's decoding exactly SAM's.
+        prompt_propagation: in 3D at inference, propagate prompts slice by slice (see above); ``None`` means yes
+            for 3D networks.
     """
 
     def __init__(
@@ -181,6 +196,8 @@ class MedSA(nn.Module):
         embedding_cache=None,
         click_guidance: bool = False,
         input_layer: bool | None = None,
+        prompt_class_token: bool = False,
+        prompt_propagation: bool | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -239,6 +256,10 @@ class MedSA(nn.Module):
             nn.init.zeros_(self.click_depth_embed.weight)
         self.embedding_cache = embedding_cache
         self.click_guidance = click_guidance
+        self.prompt_class_token = prompt_class_token
+        self.prompt_propagation = spatial_dims == 3 if prompt_propagation is None else bool(prompt_propagation)
+        if self.prompt_propagation and spatial_dims != 3:
+            raise ValueError("prompt_propagation is for 3D networks (spatial_dims=3)")
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -310,14 +331,28 @@ class MedSA(nn.Module):
         """
         batch, spatial = image_shape[0], tuple(image_shape[2:])
         depth = spatial[2] if self.spatial_dims == 3 else 1
-        rows, classes = batch * depth, self.num_classes
-        if embeddings.shape[0] != rows:
+        if embeddings.shape[0] != batch * depth:
             raise ValueError(f"{embeddings.shape[0]} embeddings do not fit an image of shape {tuple(image_shape)}")
+        propagate = self.propagates() and (points is not None or boxes is not None)
         prompts = to_sam_prompts(points, point_labels, boxes, mask_inputs, spatial_shape=spatial,
-                                 image_size=self.image_size, num_classes=classes, batch=batch,
-                                 click_depth_radius=self.click_depth_radius)
+                                 image_size=self.image_size, num_classes=self.num_classes, batch=batch,
+                                 click_depth_radius=0 if propagate else self.click_depth_radius)
+        if propagate:
+            return propagate_prompts(self, embeddings, prompts, batch, depth)
+        return self.decode_prompts(embeddings, prompts, batch, depth)
+
+    def propagates(self) -> bool:
+        """Whether :meth:`decode` propagates 3D prompts slice by slice: ``prompt_propagation`` in eval mode."""
+        return self.spatial_dims == 3 and self.prompt_propagation and not self.training
+
+    def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1
+                       ) -> torch.Tensor:
+        """Embeddings ``(B * D, 256, S / 16, S / 16)`` and SAM-frame prompts per (row, class) -> low-resolution
+        logits ``(B, K, S / 4, S / 4[, D])``; pairs left out by ``prompts.active`` are NaN."""
+        rows, classes = batch * depth, self.num_classes
         image_pe = self.prompt_encoder.get_dense_pe()
-        pieces = []
+        side = self.image_size // 4
+        low_res = embeddings.new_full((rows * classes, side, side), math.nan)
         for has_points, has_box, row, cls in prompts.groups(rows, classes, embeddings.device):
             sparse, dense = self.prompt_encoder(
                 points=(prompts.coords[row, cls], prompts.labels[row, cls]) if has_points else None,
@@ -326,19 +361,18 @@ class MedSA(nn.Module):
             )
             if not (has_points or has_box):
                 sparse = self.class_prompts(cls)[:, None]
-            elif has_points and self.click_depth_embed is not None:
-                offsets = prompts.depth_offsets[row, cls]  # point tokens come first in SAM's sparse embedding
-                shift = self.click_depth_embed(offsets) * (offsets > 0)[..., None]  # own slice: as SAM, always
-                points_part = sparse[:, : offsets.shape[1]] + shift
-                sparse = torch.cat([points_part, sparse[:, offsets.shape[1]:]], dim=1)
+            else:
+                if has_points and self.click_depth_embed is not None and prompts.depth_offsets is not None:
+                    offsets = prompts.depth_offsets[row, cls]  # point tokens come first in SAM's sparse embedding
+                    shift = self.click_depth_embed(offsets) * (offsets > 0)[..., None]  # own slice: as SAM
+                    points_part = sparse[:, : offsets.shape[1]] + shift
+                    sparse = torch.cat([points_part, sparse[:, offsets.shape[1]:]], dim=1)
+                if self.prompt_class_token:
+                    sparse = torch.cat([sparse, self.class_prompts(cls)[:, None]], dim=1)
             if prompts.masks is not None:
                 dense = self._dense_embedding(prompts.masks[row, cls], dense)
-            low_res, _ = self.mask_decoder(embeddings[row], image_pe, sparse, dense, multimask_output=False)
-            pieces.append((row * classes + cls, low_res[:, 0]))
-        order = torch.cat([index for index, _ in pieces])
-        stacked = torch.cat([low_res for _, low_res in pieces])
-        low_res = stacked[torch.argsort(order)]
-        side = low_res.shape[-1]
+            decoded, _ = self.mask_decoder(embeddings[row], image_pe, sparse, dense, multimask_output=False)
+            low_res = low_res.index_put((row * classes + cls,), decoded[:, 0].to(low_res.dtype))
         low_res = low_res.view(batch, depth, classes, side, side)
         return low_res.permute(0, 2, 3, 4, 1) if self.spatial_dims == 3 else low_res[:, 0]
 
@@ -376,8 +410,17 @@ class MedSA(nn.Module):
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
+        sam_prompts: SamPrompts | None = None,
     ) -> torch.Tensor:
-        """Image ``(B, C, H, W[, D])`` and optional prompts -> logits ``(B, out_channels, H, W[, D])``."""
+        """Image ``(B, C, H, W[, D])`` and optional prompts -> logits ``(B, out_channels, H, W[, D])``.
+
+        ``sam_prompts`` (instead of the others): prompts already in SAM's frame per (row, class), decoded as they
+        are (see :meth:`decode_prompts`); interactive training passes its rounds' prompts this way.
+        """
+        if sam_prompts is not None:
+            depth = image.shape[-1] if self.spatial_dims == 3 else 1
+            low_res = self.decode_prompts(self.encode(image), sam_prompts, image.shape[0], depth)
+            return self.postprocess(low_res, tuple(image.shape[2:]))
         return self.predict(image, points, point_labels, boxes, mask_inputs)[0]
 
     # -- helpers ----------------------------------------------------------------------------------------------

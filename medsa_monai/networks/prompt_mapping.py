@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SamPrompts", "to_sam_prompts"]
+__all__ = ["SamPrompts", "to_sam_prompts", "index_to_sam_xy"]
 
 
 @dataclass
@@ -28,6 +28,7 @@ class SamPrompts:
         boxes: ``(N, K, 4)`` ``(x0, y0, x1, y1)``, NaN where the pair has no box, or ``None``.
         masks: ``(N, K, 1, m, m)`` low-resolution mask logits fed back to SAM (NaN for pairs without one), or
             ``None``.
+        active: ``(N, K)`` which pairs to decode (``None``: all); the others are left out (NaN logits).
     """
 
     coords: torch.Tensor | None
@@ -35,6 +36,7 @@ class SamPrompts:
     boxes: torch.Tensor | None
     masks: torch.Tensor | None
     depth_offsets: torch.Tensor | None = None
+    active: torch.Tensor | None = None
 
     def groups(self, rows: int, classes: int, device: torch.device) -> Iterator[tuple[bool, bool, torch.Tensor,
                                                                                      torch.Tensor]]:
@@ -45,15 +47,17 @@ class SamPrompts:
         """
         has_points = (self.labels != -1).any(-1) if self.labels is not None else None
         has_box = torch.isfinite(self.boxes).all(-1) if self.boxes is not None else None
-        if has_points is None and has_box is None:
+        if has_points is None and has_box is None and self.active is None:
             grid = torch.arange(rows * classes, device=device)
             yield False, False, grid // classes, grid % classes
             return
         none = torch.zeros(rows, classes, dtype=torch.bool, device=device)
         has_points = none if has_points is None else has_points
         has_box = none if has_box is None else has_box
+        active = ~none if self.active is None else self.active.to(device)
         for points_wanted, box_wanted in ((False, False), (True, False), (False, True), (True, True)):
-            row_index, class_index = ((has_points == points_wanted) & (has_box == box_wanted)).nonzero(as_tuple=True)
+            wanted = (has_points == points_wanted) & (has_box == box_wanted) & active
+            row_index, class_index = wanted.nonzero(as_tuple=True)
             if row_index.numel():
                 yield points_wanted, box_wanted, row_index, class_index
 
@@ -164,9 +168,11 @@ def _check_inside(name: str, coords: torch.Tensor, size: torch.Tensor, spatial_s
                          f"(array indices must be in [0, size - 1]); first: {first}")
 
 
-def _to_xy(ij: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Index ``(i, j)`` -> SAM ``(x, y)`` in the resized frame; pixel centres map to pixel centres."""
+def index_to_sam_xy(ij: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Index ``(..., (i, j))`` -> SAM ``(..., (x, y))`` in the resized frame, ``scale = image_size / (H, W)``; pixel
+    centres map to pixel centres."""
     return ((ij + 0.5) * scale - 0.5).flip(-1)
+
 
 
 def _points_per_row(points: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor, depth: int, radius: int
@@ -175,7 +181,7 @@ def _points_per_row(points: torch.Tensor, labels: torch.Tensor, scale: torch.Ten
 
     In 3D a click reaches the rows (slices) within ``radius`` of its own; elsewhere its label becomes padding.
     """
-    xy = _to_xy(points[..., :2], scale)
+    xy = index_to_sam_xy(points[..., :2], scale)
     xy = torch.where(labels[..., None] == -1, torch.zeros_like(xy), xy)  # padding may hold anything, even NaN
     if points.shape[-1] == 2:
         return xy, labels, None
@@ -192,7 +198,8 @@ def _points_per_row(points: torch.Tensor, labels: torch.Tensor, scale: torch.Ten
 def _boxes_per_row(boxes: torch.Tensor, given: torch.Tensor, scale: torch.Tensor, depth: int) -> torch.Tensor:
     """``(B, K, 2 dims)`` -> ``(B * D, K, 4)`` SAM boxes, NaN on slices outside a 3D box or where none is given."""
     dims = boxes.shape[-1] // 2
-    xyxy = torch.cat([_to_xy(boxes[..., 0:2], scale), _to_xy(boxes[..., dims:dims + 2], scale)], dim=-1)
+    low, high = index_to_sam_xy(boxes[..., 0:2], scale), index_to_sam_xy(boxes[..., dims:dims + 2], scale)
+    xyxy = torch.cat([low, high], dim=-1)
     xyxy = torch.where(given[..., None], xyxy, torch.full_like(xyxy, float("nan")))
     if dims == 2:
         return xyxy

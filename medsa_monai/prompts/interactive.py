@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..evaluation.metrics import dice_score
 from .sampling import bounding_box, next_click
 
-__all__ = ["InteractiveResult", "simulate_clicks", "clicks_to_reach"]
+__all__ = ["InteractiveResult", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice"]
 
 
 @dataclass
@@ -21,10 +22,14 @@ class InteractiveResult:
     Attributes:
         click_dice: ``(num_clicks, K)`` Dice of each class after each click (NaN for classes absent in the case).
         box_dice: ``(K,)`` Dice with the reference bounding box of each class as the only prompt, or ``None``.
+        protocol: the CVPR 2025 protocol's :class:`~medsa_monai.evaluation.ProtocolResult`, or ``None``.
+        slice_click_dice: ``(K,)`` Dice of Med-SA's 3D protocol (:func:`slice_click_dice`), or ``None``.
     """
 
     click_dice: np.ndarray
     box_dice: np.ndarray | None
+    protocol: object | None = None
+    slice_click_dice: np.ndarray | None = None
 
 
 def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
@@ -102,3 +107,47 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
         box_dice = np.array([dice_score(prediction == k + 1, references[k]) if present[k] else math.nan
                              for k in range(classes)])
     return InteractiveResult(click_dice, box_dice)
+
+
+def slice_clicks(mask: np.ndarray) -> np.ndarray:
+    """One positive click on every slice (last axis) of a 3D ``mask``: the centre (maximum of the distance to the
+    background) of the slice's largest connected part. ``(n, 3)`` indices, one per slice holding the structure."""
+    clicks = []
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        plane = mask[..., k]
+        components, _ = ndimage.label(plane)
+        sizes = np.bincount(components.ravel())[1:]
+        region = components == int(np.argmax(sizes)) + 1
+        distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+        i, j = np.unravel_index(int(np.argmax(distance)), plane.shape)
+        clicks.append((i, j, k))
+    return np.array(clicks, dtype=np.int64).reshape(-1, 3)
+
+
+@torch.no_grad()
+def slice_click_dice(network, image: torch.Tensor, label: np.ndarray) -> np.ndarray:
+    """Dice of Med-SA's 3D interactive protocol: one positive click on every slice of each structure
+    (:func:`slice_clicks`), all classes prompted at once, one decoder pass per (slice, class).
+
+    Returns ``(K,)`` Dice per class, NaN for classes absent from ``label`` (a ``(H, W, D)`` map, class ``k`` is
+    value ``k``).
+    """
+    classes = network.num_classes
+    spatial = tuple(image.shape[2:])
+    references = [label == k + 1 for k in range(classes)]
+    clicks = [slice_clicks(ref) if ref.any() else np.empty((0, 3), dtype=np.int64) for ref in references]
+    dice = np.full(classes, math.nan)
+    slots = max(len(c) for c in clicks)
+    if not slots:
+        return dice
+    embeddings = network.encode(image)
+    points = torch.zeros(1, classes, slots, 3, device=embeddings.device)
+    labels = torch.full((1, classes, slots), -1, dtype=torch.long, device=embeddings.device)
+    for k, class_clicks in enumerate(clicks):
+        points[0, k, : len(class_clicks)] = torch.as_tensor(class_clicks, dtype=torch.float32)
+        labels[0, k, : len(class_clicks)] = 1
+    prediction = _segmentation(network, network.decode(embeddings, image.shape, points, labels), spatial)
+    for k in range(classes):
+        if references[k].any():
+            dice[k] = dice_score(prediction == k + 1, references[k])
+    return dice

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["sample_positive_clicks", "sample_negative_clicks", "jittered_box", "bounding_box", "next_click",
+           "sample_error_click",
            "simulated_previous_logits"]
 
 
@@ -124,3 +125,35 @@ def simulated_previous_logits(mask: np.ndarray, rng: np.random.RandomState, max_
         shifted = holed if holed.sum() >= 0.5 * shifted.sum() else shifted
     soft = ndimage.gaussian_filter(shifted.astype(np.float32), sigma=1.0)
     return (2 * scale * (soft - 0.5)).astype(np.float32)
+
+
+def sample_error_click(prediction: np.ndarray, reference: np.ndarray, rng: np.random.RandomState,
+                       power: float = 1.0) -> tuple[np.ndarray, bool] | None:
+    """A corrective click drawn from the error of a prediction, as interactive training simulates the user.
+
+    The error ``prediction != reference`` is split into connected components (full connectivity, as the
+    evaluation's :func:`~medsa_monai.evaluation.protocol_click`); the click is drawn in the largest one with weight
+    ``distance ** power``, the distance being to the component's border, so it falls towards the interior (the
+    evaluation takes the maximum; training draws around it, as RITM and SAM do). It is positive where the
+    reference is set (a missed region), negative otherwise (a false positive).
+
+    Args:
+        prediction: boolean prediction of one class, any dimension.
+        reference: boolean reference of the same shape.
+        rng: the random generator.
+        power: how strongly the draw favours the interior (0: uniform over the component).
+
+    Returns:
+        ``(index, is_positive)``, ``index`` the ``(ndim,)`` array index, or ``None`` when there is no error.
+    """
+    prediction, reference = np.asarray(prediction, dtype=bool), np.asarray(reference, dtype=bool)
+    error = prediction != reference
+    if not error.any():
+        return None
+    components, count = ndimage.label(error, structure=ndimage.generate_binary_structure(error.ndim, error.ndim))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    region = components == int(np.argmax(sizes)) + 1
+    distance = ndimage.distance_transform_edt(np.pad(region, 1))[(slice(1, -1),) * region.ndim]
+    pick = _weighted_choice(distance**power * region, 1, rng)[0]
+    index = np.array(np.unravel_index(int(pick), region.shape))
+    return index, bool(reference[tuple(index)])

@@ -1,0 +1,221 @@
+"""Interactive training: SAM's click-simulation loop, with the network's own predictions fed back.
+
+SAM (Kirillov et al. 2023, section 3 and appendix A), RITM (Sofiiuk et al. 2022) and nnInteractive train a promptable
+model on sessions, not on single prompts: a first prompt, then rounds in which the next click is placed on the
+error of the network's *own* current prediction and its previous logits come back as the mask prompt. A model
+trained only on prompts simulated from the reference learns to copy a mask prompt and never to correct itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from monai.inferers import Inferer
+from monai.transforms import Randomizable
+from torch import nn
+
+from ..networks.prompt_mapping import SamPrompts, index_to_sam_xy, to_sam_prompts
+from ..networks.propagation import low_res_boxes
+from ..prompts.sampling import sample_error_click
+
+__all__ = ["InteractiveTrainingInferer"]
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    return network.module if hasattr(network, "module") and not hasattr(network, "decode_prompts") else network
+
+
+class InteractiveTrainingInferer(Inferer, Randomizable):
+    """Run a simulated interactive session per training sample and return the logits of its last round.
+
+    Called by MONAI's ``SupervisedTrainer`` as ``inferer(image, network, points=..., point_labels=...,
+    boxes=..., mask_inputs=..., targets=label)`` (``PrepareBatchExtraInput`` passes the label as ``targets``). The
+    first prompt comes from :class:`~medsa_monai.prompts.SamplePromptsd` (none, a box, clicks, or a box and clicks
+    per class). Then each sample gets a random number of further rounds, up to ``max_rounds`` (a sample without a
+    first prompt, in automatic mode, gets none with probability ``1 - automatic_rounds_probability``, so automatic
+    segmentation keeps being trained). Each round, per (sample, class):
+
+    - a correction round adds one click drawn from the error of the current prediction
+      (:func:`~medsa_monai.prompts.sample_error_click`: in the largest error component, towards its interior; in 3D
+      on the click's own slice) and feeds every slice's previous low-resolution logits back as its mask prompt;
+    - in 3D, with probability ``propagation_probability``, a propagation round instead gives each slice without a
+      click the previous logits of its neighbour (the slice below or above, one direction per round) as the mask
+      prompt and the bounding box of that neighbour's foreground as the box, which is how
+      :func:`~medsa_monai.networks.propagation.propagate_prompts` prompts slices at inference.
+
+    Boxes are those a user draws: in 3D, a box given to a class becomes, on every slice of its range that holds the
+    class, the class's tight box on that slice, as propagation and the evaluation protocol prompt a slice; in 2D
+    and 3D each side is moved outwards by a random fraction (up to ``box_jitter``) of the box's extent.
+
+    The rounds before the last run without gradients and the loss is taken on the last round only (as RITM): one
+    backward pass per sample whatever the number of rounds, and, the number of rounds being random, the last
+    round covers every stage of a session, from the first prompt to the eighth correction. The image embedding is
+    computed once per sample (through the network's ``forward`` when it is wrapped for distributed training, so
+    that gradients are synchronised).
+
+    Args:
+        max_rounds: the largest number of rounds after the first prompt (drawn uniformly in ``0..max_rounds``).
+        automatic_rounds_probability: probability that a sample in automatic mode also gets rounds.
+        propagation_probability: in 3D, probability that a round is a propagation round.
+        click_power: interior weighting of the drawn clicks (see :func:`~medsa_monai.prompts.sample_error_click`).
+        box_jitter: largest outward move of each side of a box, as a fraction of the box's extent.
+        seed: seed of the rounds, clicks and jitter (``set_random_state`` also works).
+    """
+
+    def __init__(self, max_rounds: int = 8, automatic_rounds_probability: float = 0.25,
+                 propagation_probability: float = 0.3, click_power: float = 1.0, box_jitter: float = 0.1,
+                 seed: int = 0) -> None:
+        Inferer.__init__(self)
+        if max_rounds < 0:
+            raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
+        self.max_rounds = max_rounds
+        self.automatic_rounds_probability = automatic_rounds_probability
+        self.propagation_probability = propagation_probability
+        self.click_power = click_power
+        self.box_jitter = box_jitter
+        self.set_random_state(seed)
+
+    def randomize(self, data=None) -> None:
+        pass
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, points: torch.Tensor | None = None,
+                 point_labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
+                 mask_inputs: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
+        if targets is None:
+            return network(inputs, points, point_labels, boxes, mask_inputs)
+        net = _unwrap(network)
+        batch, spatial = inputs.shape[0], tuple(inputs.shape[2:])
+        depth = spatial[2] if net.spatial_dims == 3 else 1
+        classes = net.num_classes
+        references = self._references(targets, classes)  # (B, K, *spatial) bool, numpy
+        prompts = to_sam_prompts(points, point_labels, boxes, mask_inputs, spatial_shape=spatial,
+                                 image_size=net.image_size, num_classes=classes, batch=batch,
+                                 click_depth_radius=net.click_depth_radius)
+        prompts = self._user_boxes(prompts, references, spatial, net.image_size, depth)
+        first_prompted = self._prompted(prompts, batch, depth, classes)
+        rounds = self.R.randint(0, self.max_rounds + 1, size=batch)
+        automatic_only = ~first_prompted & (self.R.rand(batch) >= self.automatic_rounds_probability)
+        rounds[automatic_only] = 0
+
+        wrapped = net is not network
+        embeddings = None if wrapped else net.encode(inputs)
+        for step in range(int(rounds.max(initial=0))):
+            going_on = torch.as_tensor(rounds > step, device=inputs.device)
+            with torch.no_grad():  # only the samples still in session are decoded
+                source = net.encode(inputs) if embeddings is None else embeddings.detach()
+                active = going_on.repeat_interleave(depth)[:, None].expand(-1, classes)
+                low_res = net.decode_prompts(source, replace(prompts, active=active), batch, depth)
+                logits = net.postprocess(low_res.nan_to_num(0.0), spatial)
+            propagate = net.spatial_dims == 3 and self.R.rand() < self.propagation_probability
+            prompts = self._next_round(net, prompts, low_res, logits, references, going_on, propagate, spatial,
+                                       depth)
+        if wrapped:
+            return network(inputs, sam_prompts=prompts)
+        return net.postprocess(net.decode_prompts(embeddings, prompts, batch, depth), spatial)
+
+    # -- pieces of a round -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _references(targets: torch.Tensor, classes: int) -> np.ndarray:
+        label = np.asarray(targets.detach().cpu())
+        if label.shape[1] == 1:
+            return np.stack([label[:, 0] == k + 1 for k in range(classes)], axis=1)
+        return label > 0
+
+    @staticmethod
+    def _prompted(prompts: SamPrompts, batch: int, depth: int, classes: int) -> np.ndarray:
+        any_prompt = torch.zeros(batch * depth, classes, dtype=torch.bool)
+        if prompts.labels is not None:
+            any_prompt |= (prompts.labels != -1).any(-1).cpu()
+        if prompts.boxes is not None:
+            any_prompt |= torch.isfinite(prompts.boxes).all(-1).cpu()
+        return any_prompt.view(batch, -1).any(1).numpy()
+
+    def _user_boxes(self, prompts: SamPrompts, references: np.ndarray, spatial: tuple[int, ...], image_size: int,
+                    depth: int) -> SamPrompts:
+        """Replace each given box by the tight box of the class on the row (slice), jittered outwards."""
+        if prompts.boxes is None:
+            return prompts
+        boxes = prompts.boxes.clone()
+        given = torch.isfinite(boxes).all(-1).cpu().numpy()
+        scale = torch.tensor([image_size / spatial[0], image_size / spatial[1]])
+        for row, k in zip(*np.nonzero(given), strict=True):
+            b, z = divmod(int(row), depth)
+            plane = references[b, k] if len(spatial) == 2 else references[b, k][..., z]
+            if not plane.any():
+                boxes[row, k] = float("nan")
+                continue
+            coords = np.argwhere(plane)
+            low, high = coords.min(0).astype(np.float32), coords.max(0).astype(np.float32)
+            extent = high - low + 1
+            low = np.clip(low - self.R.uniform(0, self.box_jitter, 2) * extent, 0, None)
+            high = np.minimum(high + self.R.uniform(0, self.box_jitter, 2) * extent, np.array(plane.shape) - 1)
+            corners = index_to_sam_xy(torch.tensor(np.stack([low, high])), scale)
+            boxes[row, k] = corners.flatten().to(boxes)
+        return SamPrompts(prompts.coords, prompts.labels, boxes, prompts.masks, prompts.depth_offsets)
+
+    def _next_round(self, net, prompts: SamPrompts, low_res: torch.Tensor, logits: torch.Tensor,
+                    references: np.ndarray, going_on: torch.Tensor, propagate: bool, spatial: tuple[int, ...],
+                    depth: int) -> SamPrompts:
+        batch, classes = references.shape[:2]
+        rows = batch * depth
+        device = low_res.device
+        if net.background_channel:
+            winner = logits.argmax(1).cpu().numpy()
+            predictions = np.stack([winner == k + 1 for k in range(classes)], axis=1)
+        else:
+            predictions = (logits > 0).cpu().numpy()
+
+        # one new click per (sample, class) still in session
+        scale = torch.tensor([net.image_size / spatial[0], net.image_size / spatial[1]], device=device)
+        new_xy = torch.zeros(rows, classes, 1, 2, device=device)
+        new_label = torch.full((rows, classes, 1), -1, dtype=torch.long, device=device)
+        for b in np.flatnonzero(going_on.cpu().numpy()):
+            for k in range(classes):
+                click = sample_error_click(predictions[b, k], references[b, k], self.R, self.click_power)
+                if click is None:
+                    continue
+                index, positive = click
+                row = b * depth + (int(index[2]) if len(spatial) == 3 else 0)
+                new_xy[row, k, 0] = index_to_sam_xy(torch.as_tensor(index[:2], dtype=torch.float32, device=device),
+                                                    scale)
+                new_label[row, k, 0] = int(positive)
+        if prompts.labels is None:
+            coords, labels = new_xy, new_label
+            offsets = torch.zeros_like(new_label) if net.click_depth_radius else None
+        else:
+            coords = torch.cat([prompts.coords, new_xy], dim=2)
+            labels = torch.cat([prompts.labels, new_label], dim=2)
+            offsets = None if prompts.depth_offsets is None else torch.cat(
+                [prompts.depth_offsets, torch.zeros_like(new_label)], dim=2)
+
+        flat = low_res.permute(0, 4, 1, 2, 3) if net.spatial_dims == 3 else low_res[:, None]
+        flat = flat.reshape(rows, classes, *low_res.shape[2:4])  # (rows, K, m, m)
+        masks = flat.clone()
+        boxes = prompts.boxes
+        if propagate:
+            direction = 1 if self.R.rand() < 0.5 else -1
+            slice_of_row = torch.arange(rows, device=device) % depth
+            has_neighbour = (slice_of_row >= 1) if direction == 1 else (slice_of_row <= depth - 2)
+            neighbour = torch.roll(flat, direction, dims=0)
+            neighbour_boxes, present = low_res_boxes(neighbour.flatten(0, 1))
+            neighbour_boxes, present = neighbour_boxes.view(rows, classes, 4), present.view(rows, classes)
+            clicked = (labels != -1).any(-1)
+            use = has_neighbour[:, None] & present & ~clicked
+            masks = torch.where(use[..., None, None], neighbour, masks)
+            old = boxes if boxes is not None else torch.full_like(neighbour_boxes, float("nan"))
+            boxes = torch.where(use[..., None], neighbour_boxes, old)
+
+        # samples whose session has ended keep their prompts unchanged
+        row_on = going_on.repeat_interleave(depth)[:, None]
+        if prompts.masks is not None:
+            masks = torch.where(row_on[..., None, None], masks, prompts.masks[:, :, 0])
+        else:
+            masks = torch.where(row_on[..., None, None], masks, torch.full_like(masks, float("nan")))
+        if boxes is not None and prompts.boxes is not None:
+            boxes = torch.where(row_on[..., None], boxes, prompts.boxes)
+        elif boxes is not None:
+            boxes = torch.where(row_on[..., None], boxes, torch.full_like(boxes, float("nan")))
+        return SamPrompts(coords, labels, boxes, masks[:, :, None], offsets)

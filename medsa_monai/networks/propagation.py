@@ -1,0 +1,146 @@
+"""3D prompt propagation: a click or a box on some slices segments the whole structure, slice by slice.
+
+A 2D network (SAM decodes one slice at a time) sees a 3D prompt only on the slices it touches. Propagation, as in
+MedSAM2's and SAM 2's video mode, carries it further: the prompted slices (seeds) are decoded first; then each
+slice next to a decoded one whose prediction is not empty is decoded with that neighbour's prediction as its
+prompts (the neighbour's low-resolution logits as SAM's mask prompt, the bounding box of its foreground as a box),
+outwards from the seeds until the structure ends. Every slice's image embedding is computed once beforehand, so
+propagation costs one decoder pass per (slice, class), batched over all the slices and classes of a wave.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .prompt_mapping import SamPrompts
+
+__all__ = ["propagate_prompts", "EMPTY_LOGIT", "low_res_boxes"]
+
+EMPTY_LOGIT = -20.0
+"""Low-resolution logit of the slices a propagated class does not reach (certain background)."""
+
+
+def low_res_boxes(low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounding boxes of the foreground (logit > 0) of low-resolution masks, in SAM's frame.
+
+    Args:
+        low_res: ``(M, m, m)`` logits at a quarter of SAM's ``image_size`` (row ``i``, column ``j``).
+
+    Returns:
+        ``(M, 4)`` boxes ``(x0, y0, x1, y1)`` in the ``image_size`` frame (each low-resolution pixel covers 4 x 4
+        pixels of it) and ``(M,)`` whether the mask has any foreground (the box is NaN where not).
+    """
+    foreground = low_res > 0
+    rows, cols = foreground.any(-1), foreground.any(-2)  # (M, m): which rows / columns hold foreground
+    present = rows.any(-1)
+    index = torch.arange(low_res.shape[-1], device=low_res.device, dtype=torch.float32)
+    big = float(low_res.shape[-1])
+
+    def first_last(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = torch.where(hit, index, big).amin(-1)
+        last = torch.where(hit, index, -1.0).amax(-1)
+        return first, last
+
+    i0, i1 = first_last(rows)
+    j0, j1 = first_last(cols)
+    boxes = torch.stack([j0 * 4, i0 * 4, j1 * 4 + 3, i1 * 4 + 3], dim=-1)
+    return torch.where(present[:, None], boxes, torch.full_like(boxes, float("nan"))), present
+
+
+def _plain(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """A MONAI ``MetaTensor`` as a plain tensor: propagation slices and rolls rows, which batched metadata refuses."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+
+
+def _seeds_and_bounds(prompts: SamPrompts, batch: int, depth: int, classes: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per (row, class): whether the row is a seed and whether its box is the seed box; per (batch, class): the
+    first and last slice propagation may reach."""
+    device = prompts.masks.device if prompts.masks is not None else (
+        prompts.labels.device if prompts.labels is not None else prompts.boxes.device)
+    shape = (batch, depth, classes)
+    clicked = (prompts.labels != -1).any(-1).view(shape) if prompts.labels is not None else torch.zeros(
+        shape, dtype=torch.bool, device=device)
+    boxed = torch.isfinite(prompts.boxes).all(-1).view(shape) if prompts.boxes is not None else torch.zeros_like(
+        clicked)
+    slices = torch.arange(depth, device=device)[None, :, None].expand(shape)
+    box_first = torch.where(boxed, slices, depth).amin(1)  # (B, K)
+    box_last = torch.where(boxed, slices, -1).amax(1)
+    has_box = boxed.any(1)
+    box_seed = (slices == ((box_first + box_last) // 2)[:, None]) & has_box[:, None]
+    # a box spanning one slice is a box drawn on that slice: propagation is not bounded by it
+    bounded = has_box & (box_last > box_first)
+    first = torch.where(bounded, box_first, 0)
+    last = torch.where(bounded, box_last, depth - 1)
+    return (clicked | box_seed).view(-1, classes), box_seed.view(-1, classes), first, last
+
+
+def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int
+                      ) -> torch.Tensor:
+    """Decode 3D prompts by propagation from the prompted slices outwards.
+
+    Per (volume, class) with a prompt: the seeds are the slices holding a click of that class and the middle slice
+    of its box (``(k0 + k1) // 2``); a seed is decoded with its own clicks, the box if it is the box's seed, and its
+    mask prompt if one is given (the previous prediction, as in iterative use). Then, wave by wave, every slice next
+    to a decoded slice with foreground is decoded with that slice's logits as the mask prompt and their foreground's
+    bounding box as the box prompt (a slice with decoded neighbours on both sides takes the one below). Propagation
+    stays within the box's slice range ``k0..k1`` (unbounded for a box drawn on one slice, ``k0 == k1``, and for
+    clicks alone) and stops where a prediction is empty; slices never reached get :data:`EMPTY_LOGIT`. Classes
+    without a prompt are decoded in automatic mode on every slice (with their mask prompt, if given).
+
+    Args:
+        network: a :class:`~medsa_monai.networks.MedSA` (its ``decode_prompts`` and ``num_classes``).
+        embeddings: ``(B * D, 256, s, s)`` image embeddings, one per slice.
+        prompts: SAM-frame prompts per (slice, class), a click on its own slice only (``click_depth_radius=0``).
+        batch: ``B``.
+        depth: ``D``.
+
+    Returns:
+        ``(B, K, m, m, D)`` low-resolution logits.
+    """
+    embeddings, prompts = _plain(embeddings), SamPrompts(*(_plain(getattr(prompts, name)) for name in (
+        "coords", "labels", "boxes", "masks", "depth_offsets", "active")))
+    classes = network.num_classes
+    rows = batch * depth
+    seeds, box_seeds, first, last = _seeds_and_bounds(prompts, batch, depth, classes)
+    prompted = seeds.view(batch, depth, classes).any(1)  # (B, K)
+    prompted_rows = prompted[:, None].expand(batch, depth, classes).reshape(rows, classes)
+
+    automatic = SamPrompts(None, None, None, prompts.masks, active=~prompted_rows)
+    low_res = network.decode_prompts(embeddings, automatic, batch, depth)  # (B, K, m, m, D), NaN where prompted
+    flat = low_res.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])  # (rows, K, m, m)
+
+    boxes = None
+    if prompts.boxes is not None:
+        boxes = torch.where(box_seeds[..., None], prompts.boxes, torch.full_like(prompts.boxes, float("nan")))
+    seed_prompts = SamPrompts(prompts.coords, prompts.labels, boxes, prompts.masks, active=seeds)
+    seeded = network.decode_prompts(embeddings, seed_prompts, batch, depth)
+    seeded = seeded.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])
+    flat = torch.where(seeds[..., None, None], seeded, flat)
+
+    decided = seeds.clone()
+    slice_of_row = torch.arange(rows, device=flat.device) % depth
+    row_first = first.repeat_interleave(depth, 0)  # (rows, K)
+    row_last = last.repeat_interleave(depth, 0)
+    while True:
+        foreground = (flat > 0).flatten(2).any(-1) & decided  # (rows, K): decided slices with a structure
+        from_below = torch.zeros_like(decided)
+        from_above = torch.zeros_like(decided)
+        from_below[1:] = foreground[:-1] & (slice_of_row[1:, None] > 0)
+        from_above[:-1] = foreground[1:] & (slice_of_row[:-1, None] < depth - 1)
+        inside = (slice_of_row[:, None] >= row_first) & (slice_of_row[:, None] <= row_last)
+        wave = (from_below | from_above) & ~decided & inside & prompted_rows
+        if not wave.any():
+            break
+        below, above = torch.roll(flat, 1, dims=0), torch.roll(flat, -1, dims=0)
+        source = torch.where(from_below[..., None, None], below, above)  # the decided neighbour's logits
+        masks = torch.where(wave[..., None, None], source, torch.full_like(source, float("nan")))
+        wave_boxes, _ = low_res_boxes(masks.nan_to_num(EMPTY_LOGIT).flatten(0, 1))
+        wave_prompts = SamPrompts(None, None, wave_boxes.view(rows, classes, 4), masks[:, :, None], active=wave)
+        decoded = network.decode_prompts(embeddings, wave_prompts, batch, depth)
+        decoded = decoded.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])
+        flat = torch.where(wave[..., None, None], decoded, flat)
+        decided |= wave
+    flat = torch.where(prompted_rows[..., None, None] & ~decided[..., None, None],
+                       torch.full_like(flat, EMPTY_LOGIT), flat)
+    return flat.view(batch, depth, classes, *flat.shape[-2:]).permute(0, 2, 3, 4, 1)

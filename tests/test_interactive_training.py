@@ -1,0 +1,164 @@
+"""Interactive training: clicks drawn from the model's own errors, its logits fed back, boxes as users draw them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medsa_monai.inferers import InteractiveTrainingInferer
+from medsa_monai.networks import MedSA
+from medsa_monai.networks.prompt_mapping import to_sam_prompts
+from medsa_monai.prompts import SamplePromptsd, sample_error_click
+
+
+def test_error_click_is_positive_in_a_miss_and_negative_in_a_false_positive():
+    reference = np.zeros((20, 20), bool)
+    reference[2:12, 2:12] = True
+    prediction = np.zeros_like(reference)
+    index, positive = sample_error_click(prediction, reference, np.random.RandomState(0))
+    assert positive and reference[tuple(index)]
+    assert 3 <= index[0] <= 10 and 3 <= index[1] <= 10  # weighted to the interior: never on the border
+    prediction = reference.copy()
+    prediction[14:19, 14:19] = True  # a false positive, the only error
+    index, positive = sample_error_click(prediction, reference, np.random.RandomState(0))
+    assert not positive and not reference[tuple(index)] and prediction[tuple(index)]
+    assert sample_error_click(reference, reference, np.random.RandomState(0)) is None
+
+
+def test_error_click_goes_to_the_largest_error_and_is_seeded():
+    reference = np.zeros((30, 30, 6), bool)
+    reference[2:6, 2:6, 1:3] = True  # a small miss
+    reference[10:25, 10:25, 1:5] = True  # a large miss
+    prediction = np.zeros_like(reference)
+    draws = [tuple(sample_error_click(prediction, reference, np.random.RandomState(s))[0]) for s in range(10)]
+    assert all(10 <= i < 25 and 10 <= j < 25 for i, j, _ in draws)
+    again = [tuple(sample_error_click(prediction, reference, np.random.RandomState(s))[0]) for s in range(10)]
+    assert draws == again and len(set(draws)) > 1  # seeded, and drawn (not always the same point)
+
+
+def _net(dims: int) -> MedSA:
+    torch.manual_seed(0)
+    return MedSA(dims, 1, 3, "vit_tiny", image_size=64, trainable="full", prompt_class_token=True)
+
+
+def test_next_round_adds_a_click_from_the_own_error_and_feeds_the_logits_back():
+    net = _net(2)
+    inferer = InteractiveTrainingInferer(max_rounds=1, seed=0)
+    references = np.zeros((1, 2, 32, 32), bool)
+    references[0, 0, 4:16, 4:16] = True  # class 1 present, missed; class 2 absent, predicted
+    prompts = to_sam_prompts(None, None, None, None, spatial_shape=(32, 32), image_size=64, num_classes=2, batch=1)
+    low_res = torch.full((1, 2, 16, 16), -5.0)
+    low_res[0, 1, 10:14, 10:14] = 5.0
+    logits = net.postprocess(low_res, (32, 32))
+    rounds = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), False, (32, 32), 1)
+    assert rounds.labels.tolist() == [[[1], [0]]]  # positive click for the miss, negative for the false positive
+    x, y = rounds.coords[0, 0, 0].tolist()  # SAM frame: x is the column, image_size / 32 = 2 pixels per voxel
+    assert references[0, 0, round((y + 0.5) / 2 - 0.5), round((x + 0.5) / 2 - 0.5)]
+    assert torch.equal(rounds.masks[:, :, 0], low_res)  # the previous logits come back as the mask prompt
+    ended = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([False]), False, (32, 32), 1)
+    assert (ended.labels == -1).all() and torch.isnan(ended.masks).all()  # a finished session keeps its prompts
+
+
+def test_propagation_round_gives_slices_the_neighbours_logits_and_box():
+    net = _net(3)
+    inferer = InteractiveTrainingInferer(seed=3)
+    references = np.zeros((1, 2, 32, 32, 4), bool)
+    prompts = to_sam_prompts(None, None, None, None, spatial_shape=(32, 32, 4), image_size=64, num_classes=2,
+                             batch=1)
+    low_res = torch.full((1, 2, 16, 16, 4), -5.0)
+    low_res[0, 0, 2:6, 3:9, :] = 5.0
+    logits = net.postprocess(low_res, (32, 32, 4))
+    rounds = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), True,
+                                 (32, 32, 4), 4)
+    clicked = (rounds.labels != -1).any(-1)
+    boxed = torch.isfinite(rounds.boxes).all(-1)
+    assert boxed[:, 0].sum() >= 2 and not (boxed & clicked).any()  # slices with a neighbour, except clicked ones
+    assert rounds.boxes[boxed[:, 0].nonzero()[0, 0], 0].tolist() == [12.0, 8.0, 35.0, 23.0]
+    assert not boxed[:, 1].any()  # class 2's neighbours predict nothing: no box
+
+
+def test_user_boxes_are_tight_per_slice_and_jittered_outwards_only():
+    references = np.zeros((1, 1, 32, 32, 3), bool)
+    references[0, 0, 4:10, 6:20, 0] = True
+    references[0, 0, 5:8, 8:12, 1] = True
+    boxes = torch.tensor([[[0.0, 0.0, 0.0, 31.0, 31.0, 2.0]]])  # any box: only whether one is given matters
+    prompts = to_sam_prompts(None, None, boxes, None, spatial_shape=(32, 32, 3), image_size=32, num_classes=1,
+                             batch=1)
+    tight = InteractiveTrainingInferer(box_jitter=0.0)._user_boxes(prompts, references, (32, 32, 3), 32, 3)
+    assert tight.boxes[0, 0].tolist() == [6.0, 4.0, 19.0, 9.0] and tight.boxes[1, 0].tolist() == [8.0, 5.0, 11.0, 7.0]
+    assert torch.isnan(tight.boxes[2, 0]).all()  # the class is not on the third slice
+    loose = InteractiveTrainingInferer(box_jitter=0.5, seed=1)._user_boxes(prompts, references, (32, 32, 3), 32, 3)
+    assert (loose.boxes[0, 0, :2] <= tight.boxes[0, 0, :2]).all()
+    assert (loose.boxes[0, 0, 2:] >= tight.boxes[0, 0, 2:]).all()
+
+
+def _batch(dims: int):
+    shape = (24, 24, 6) if dims == 3 else (32, 32)
+    label = torch.zeros(2, 1, *shape)
+    label[:, :, 4:12, 4:16] = 1
+    label[:, :, 12:18, 4:16] = 2
+    sampler = SamplePromptsd("label", num_classes=2, point_probability=0.5, no_prompt_probability=0.0)
+    sampler.set_random_state(0)
+    items = [sampler({"label": label[b]}) for b in range(2)]
+    prompts = {k: torch.stack([item[k] for item in items]) for k in ("points", "point_labels", "boxes")}
+    return torch.rand(2, 1, *shape, generator=torch.Generator().manual_seed(0)), label, prompts
+
+
+def test_session_is_seeded_trains_and_calls_the_decoder_once_per_round():
+    for dims in (2, 3):
+        image, label, prompts = _batch(dims)
+        outputs = []
+        for _ in range(2):
+            net = _net(dims)
+            calls = []
+
+            def counted(*args, calls=calls, decode=net.decode_prompts, **kwargs):
+                calls.append(torch.is_grad_enabled())
+                return decode(*args, **kwargs)
+
+            net.decode_prompts = counted
+            inferer = InteractiveTrainingInferer(max_rounds=3, seed=5)
+            logits = inferer(image, net, targets=label, **prompts)
+            logits.square().mean().backward()
+            assert net.mask_decoder.output_upscaling[0].weight.grad is not None
+            outputs.append(logits.detach())
+            assert calls[-1] and not any(calls[:-1]) and 1 <= len(calls) <= 4  # earlier rounds without gradients
+        assert torch.equal(outputs[0], outputs[1])
+        assert logits.shape == (2, 3, *image.shape[2:]) and torch.isfinite(logits).all()
+
+
+def test_without_targets_it_is_the_plain_forward():
+    image, _, prompts = _batch(2)
+    net = _net(2).eval()
+    with torch.no_grad():
+        expected = net(image, **prompts)
+        got = InteractiveTrainingInferer()(image, net, **prompts)
+    assert torch.equal(expected, got) and not math.isnan(float(got.sum()))
+
+
+def test_prompted_validation_combines_automatic_and_prompted_dice():
+    from ignite.engine import Engine, Events
+
+    from medsa_monai.engines import PromptedValidation
+
+    net = _net(2)
+    label = torch.zeros(1, 32, 32)
+    label[0, 4:12, 4:16] = 1
+    items = [{"image": torch.rand(1, 32, 32), "label": label}]
+
+    def step(engine, batch):
+        engine.state.batch = batch  # as MONAI's evaluators leave it: decollated items
+        return {}
+
+    engine = Engine(step)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(val_mean_dice=0.5))
+    PromptedValidation(net, num_clicks=1).attach(engine)
+    net.train()
+    engine.run([items], max_epochs=1)
+    prompted = engine.state.metrics["val_prompted_dice"]
+    assert 0.0 <= prompted <= 1.0
+    assert engine.state.metrics["val_selection_dice"] == pytest.approx(0.5 * (0.5 + prompted))
+    assert net.training  # the network is left as it was found

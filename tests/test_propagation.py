@@ -1,0 +1,149 @@
+"""3D prompt propagation: seeds, waves, bounds, and a prompted class never in automatic mode on other slices."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from medsa_monai.networks import MedSA
+from medsa_monai.networks.prompt_mapping import to_sam_prompts
+from medsa_monai.networks.propagation import EMPTY_LOGIT, low_res_boxes, propagate_prompts
+
+SIDE = 16  # low-resolution side: image_size 64
+
+
+class TubeDecoder:
+    """A stand-in for MedSA's decoder that knows the structure: a (slice, class) pair decoded with any prompt (a
+    click, a box, or a mask prompt with foreground) returns the structure's low-resolution mask of that slice as
+    logits; a pair with only an empty mask prompt, or in automatic mode, returns background. It records every
+    decoded pair, so the test sees which slices propagation reached and how."""
+
+    num_classes = 1
+    image_size = 64
+
+    def __init__(self, structure: torch.Tensor):
+        self.structure = structure  # (m, m, D) bool
+        self.decoded: list[tuple[int, str]] = []
+
+    def decode_prompts(self, embeddings, prompts, batch, depth):
+        rows = batch * depth
+        out = torch.full((rows, 1, SIDE, SIDE), math.nan)
+        active = prompts.active if prompts.active is not None else torch.ones(rows, 1, dtype=torch.bool)
+        for row in torch.nonzero(active[:, 0]).flatten().tolist():
+            clicked = prompts.labels is not None and bool((prompts.labels[row, 0] == 1).any())
+            boxed = prompts.boxes is not None and bool(torch.isfinite(prompts.boxes[row, 0]).all())
+            masked = prompts.masks is not None and bool((prompts.masks[row, 0] > 0).any())
+            kind = "click" if clicked else "box" if boxed else "mask" if masked else "automatic"
+            self.decoded.append((row % depth, kind))
+            hit = self.structure[..., row % depth] if kind != "automatic" else torch.zeros(SIDE, SIDE, dtype=bool)
+            out[row, 0] = torch.where(hit, 8.0, -8.0)
+        return out.view(batch, depth, 1, SIDE, SIDE).permute(0, 2, 3, 4, 1)
+
+
+def tube(first: int, last: int, depth: int = 30) -> torch.Tensor:
+    structure = torch.zeros(SIDE, SIDE, depth, dtype=torch.bool)
+    structure[5:10, 6:11, first:last + 1] = True
+    return structure
+
+
+def prompts_for(points=None, labels=None, boxes=None, depth=30):
+    return to_sam_prompts(points, labels, boxes, None, spatial_shape=(64, 64, depth), image_size=64, num_classes=1,
+                          batch=1, click_depth_radius=0)
+
+
+def test_one_click_segments_every_slice_of_a_20_slice_tube_and_nothing_outside():
+    structure = tube(5, 24)
+    decoder = TubeDecoder(structure)
+    click = torch.tensor([[[[30.0, 34.0, 12.0]]]])
+    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(click, torch.ones(1, 1, 1)), 1, 30)
+    predicted = (low_res[0, 0] > 0).flatten(0, 1).any(0)
+    assert predicted.tolist() == structure.flatten(0, 1).any(0).tolist()  # slices 5..24, no others
+    assert (low_res[0, 0][..., :4] == EMPTY_LOGIT).all()  # never reached: certain background
+    kinds = dict(decoder.decoded)
+    assert kinds[12] == "click" and all(kinds[z] == "box" for z in range(5, 25) if z != 12)
+    assert "automatic" not in kinds.values()  # the prompted class never falls back to its automatic prompt
+    assert sorted(kinds) == list(range(4, 26))  # the slice past each end is tried once, found empty, and stops
+
+
+def test_clicks_on_two_slices_combine_across_a_gap():
+    structure = tube(2, 8) | tube(15, 20)
+    decoder = TubeDecoder(structure)
+    clicks = torch.tensor([[[[30.0, 34.0, 4.0], [30.0, 34.0, 18.0]]]])
+    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(clicks, torch.ones(1, 1, 2)), 1, 30)
+    predicted = (low_res[0, 0] > 0).flatten(0, 1).any(0)
+    assert predicted.tolist() == structure.flatten(0, 1).any(0).tolist()
+
+
+def test_a_3d_box_seeds_its_middle_slice_and_bounds_propagation():
+    decoder = TubeDecoder(tube(0, 29))
+    box = torch.tensor([[[20.0, 24.0, 10.0, 40.0, 44.0, 16.0]]])
+    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(boxes=box), 1, 30)
+    predicted = (low_res[0, 0] > 0).flatten(0, 1).any(0)
+    assert torch.nonzero(predicted).flatten().tolist() == list(range(10, 17))
+    assert decoder.decoded[0] == (13, "box")
+    # a box drawn on one slice is not a bound
+    decoder = TubeDecoder(tube(0, 29))
+    flat = torch.tensor([[[20.0, 24.0, 13.0, 40.0, 44.0, 13.0]]])
+    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(boxes=flat), 1, 30)
+    assert (low_res[0, 0] > 0).flatten(0, 1).any(0).all()
+
+
+def test_low_res_boxes_in_sam_frame():
+    masks = torch.full((2, SIDE, SIDE), -1.0)
+    masks[0, 2:5, 7:9] = 1.0
+    boxes, present = low_res_boxes(masks)
+    assert present.tolist() == [True, False]
+    assert boxes[0].tolist() == [28.0, 8.0, 35.0, 19.0]  # x0 = 7 * 4, y0 = 2 * 4, x1 = 8 * 4 + 3, y1 = 4 * 4 + 3
+    assert torch.isnan(boxes[1]).all()
+
+
+@torch.no_grad()
+def test_medsa_prompted_class_never_uses_its_automatic_prompt_on_other_slices():
+    torch.manual_seed(0)
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
+    used = []
+    net.class_prompts.register_forward_hook(lambda module, args, out: used.append(args[0].clone()))
+    volume = torch.rand(1, 1, 32, 32, 8)
+    points = torch.tensor([[[[10.0, 12.0, 3.0]], [[0.0, 0.0, 0.0]]]])
+    labels = torch.tensor([[[1], [-1]]])  # class 1 clicked on slice 3, class 2 not prompted
+    low_res = net.decode(net.encode(volume), volume.shape, points, labels)
+    assert torch.isfinite(low_res).all()
+    automatic = torch.cat(used)
+    assert automatic.numel() == 8 and (automatic == 1).all()  # only class 2, on its 8 slices
+    net.prompt_propagation = False  # the former behaviour: the other slices of class 1 are automatic
+    used.clear()
+    net.decode(net.encode(volume), volume.shape, points, labels)
+    assert (torch.cat(used) == 0).sum() == 7
+
+
+@torch.no_grad()
+def test_class_token_tells_touching_structures_apart():
+    torch.manual_seed(0)
+    net = MedSA(2, 1, 3, "vit_tiny", image_size=64, trainable="full", prompt_class_token=True).eval()
+    image = torch.rand(1, 1, 32, 32)
+    box = torch.tensor([[[4.0, 4.0, 20.0, 20.0], [4.0, 4.0, 20.0, 20.0]]])  # the same box for both classes
+    low_res = net.decode(net.encode(image), image.shape, boxes=box)
+    assert not torch.allclose(low_res[0, 0], low_res[0, 1])
+    net.prompt_class_token = False  # SAM's decoding: the same box gives the same answer whatever the class
+    low_res = net.decode(net.encode(image), image.shape, boxes=box)
+    assert torch.allclose(low_res[0, 0], low_res[0, 1])
+
+
+@torch.no_grad()
+def test_a_viewer_click_propagates_through_the_click_guidance_path():
+    """MONAI Label's deepedit task calls ``inferer(image_with_guidance, network)``: a click on one slice of a
+    volume reaches the network as a guidance channel and is propagated like any other 3D prompt."""
+    torch.manual_seed(0)
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", click_guidance=True).eval()
+    volume = torch.rand(1, 1, 32, 32, 8)
+    guidance = torch.zeros(1, 3, 32, 32, 8)
+    guidance[0, 1, 10, 12, 3] = 1.0  # one click of class 1 on slice 3
+    seen = []
+    net.mask_decoder.register_forward_hook(lambda module, args, out: seen.append(out[0].shape[0]))
+    used = []
+    net.class_prompts.register_forward_hook(lambda module, args, out: used.append(args[0].clone()))
+    with_clicks = net(torch.cat([volume, guidance], 1))
+    assert with_clicks.shape == (1, 3, 32, 32, 8)
+    assert len(seen) > 2  # the automatic class, the seed, then waves of propagated slices
+    assert (torch.cat(used) == 1).all()  # class 1 never decoded with its automatic prompt
