@@ -147,3 +147,24 @@ def test_a_viewer_click_propagates_through_the_click_guidance_path():
     assert with_clicks.shape == (1, 3, 32, 32, 8)
     assert len(seen) > 2  # the automatic class, the seed, then waves of propagated slices
     assert (torch.cat(used) == 1).all()  # class 1 never decoded with its automatic prompt
+
+
+def test_click_aware_inferer_uses_the_whole_volume_only_when_clicked():
+    from monai.inferers import SlidingWindowInferer
+
+    from medsa_monai.inferers import ClickAwareInferer
+
+    calls = []
+
+    def network(x):
+        calls.append(tuple(x.shape))
+        return x[:, :1]
+
+    inferer = ClickAwareInferer(SlidingWindowInferer(roi_size=(8, 8, 8)), image_channels=1)
+    volume = torch.zeros(1, 4, 16, 16, 16)
+    inferer(volume, network)
+    assert set(calls) == {(1, 4, 8, 8, 8)}  # no click: window by window
+    calls.clear()
+    volume[0, 2, 3, 3, 3] = 1.0
+    inferer(volume, network)
+    assert calls == [(1, 4, 16, 16, 16)]  # a click: the whole volume at once
