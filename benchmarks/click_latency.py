@@ -5,7 +5,8 @@ the same image (mask decoder only: the image embedding is cached).
     python benchmarks/click_latency.py --variant vit_tiny --image-size 256    # a quick look
     python benchmarks/click_latency.py --bundle medsa_hippocampus_mri --image-size 256   # a 3D volume (SD-Trans)
     python benchmarks/click_latency.py --bundle medsa_hippocampus_mri --variant vit_tiny --image-size 128 \
-        --model runs/hippocampus/medsa/models/model.pt --volume Task04_Hippocampus/imagesTr/hippocampus_003.nii.gz
+        --trainable full --model runs/hippocampus/medsa/models/model.pt \
+        --volume Task04_Hippocampus/imagesTr/hippocampus_003.nii.gz
 
 Each click goes through MONAI Label 0.8.5's own infer task, in process (``BundleInferTask`` of type ``deepedit``
 on a copy of the bundle, as its ``monaibundle`` app builds it for a ``*_deepedit`` model; no HTTP): the image is
@@ -43,10 +44,12 @@ from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folde
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
 
-def make_bundle(name: str, target: Path, variant: str, image_size: int) -> Path:
+def make_bundle(name: str, target: Path, variant: str, image_size: int, trainable: str | None = None) -> Path:
     """A copy of the bundle with ``variant`` at ``image_size`` and a randomly initialised ``models/model.pt``."""
     shutil.copytree(BUNDLES / name, target, ignore=shutil.ignore_patterns("*.pth", "eval", "__pycache__"))
     overrides = {"sam_variant": variant, "image_size": image_size, "num_workers": 0}
+    if trainable is not None:
+        overrides["trainable"] = trainable
     for config in ("train.json", "inference.json"):
         path = target / "configs" / config
         content = json.loads(path.read_text())
@@ -124,7 +127,8 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser.update({"bundle_root": str(bundle), "device": device, "output_dir": str(bundle / "eval")})
     network = parser.get_parsed_content("network_def").to(device).eval()
-    network.load_state_dict(torch.load(model or bundle / "models" / "model.pt", weights_only=True, map_location=device))
+    state = torch.load(model or bundle / "models" / "model.pt", weights_only=True, map_location=device)
+    network.load_state_dict(state.get("model", state))  # a model.pt or a whole-training-state checkpoint
     preprocessing = parser.get_parsed_content("preprocessing")
     image = preprocessing({"image": str(volume)})["image"][None].to(device)
     with torch.no_grad():  # click the centre of the first class as the model finds it automatically
@@ -181,12 +185,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-monailabel", action="store_true", help="time the bundle pipeline without MONAI Label")
     parser.add_argument("--model", type=Path, default=None, help="trained model.pt for the propagation figures")
+    parser.add_argument("--trainable", default=None, help="the trained model's preset (e.g. full: no adapters)")
     parser.add_argument("--volume", type=Path, default=None, help="volume for the propagation figures")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        bundle = make_bundle(args.bundle, tmp / "model" / f"{args.bundle}_deepedit", args.variant, args.image_size)
+        bundle = make_bundle(args.bundle, tmp / "model" / f"{args.bundle}_deepedit", args.variant, args.image_size,
+                             args.trainable)
         paths, clicks, label = make_images(args.bundle, tmp / "images", args.images + 1)
         runner = None
         if not args.no_monailabel:
@@ -221,8 +227,6 @@ def main() -> None:
               f"(median of {len(later)} clicks)")
         print(f"  embedding cache: {cache.misses} computed, {cache.hits} reused")
         if args.bundle == "medsa_hippocampus_mri":
-            if args.model is not None:
-                (bundle / "models" / "model.pt").write_bytes(args.model.read_bytes())
             found = propagation_latency(bundle, args.volume or paths[0], args.device, args.model)
             print(f"3D click on one slice of a {found['depth']}-slice volume, embedding computed once "
                   f"({found['encode']:.3f} s to encode); {'trained' if args.model else 'random'} weights:")
