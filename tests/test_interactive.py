@@ -108,3 +108,13 @@ def test_interactive_evaluator_and_report(tmp_path):
 
     with Image.open(tmp_path / "interactive_curves.png") as png:
         assert png.size == (640, 420) and len(set(png.getdata())) > 2  # axes and a curve, not a blank image
+
+
+def test_slice_clicks_put_one_click_at_the_centre_of_each_slice():
+    from medsa_monai.prompts import slice_clicks
+
+    mask = np.zeros((20, 20, 6), bool)
+    mask[2:9, 4:11, 1] = True  # a 7 x 7 square: centre (5, 7)
+    mask[10:15, 10:15, 3] = True  # 5 x 5: centre (12, 12)
+    mask[0:2, 0:2, 3] = True  # a smaller part on the same slice is not clicked
+    assert slice_clicks(mask).tolist() == [[5, 7, 1], [12, 12, 3]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from monai.data.utils import affine_to_spacing
 from monai.engines import Evaluator
 from monai.engines.utils import default_prepare_batch
 from torch import nn
@@ -96,8 +97,6 @@ class InteractiveEvaluator(Evaluator):
         affine = getattr(image, "affine", None)
         if affine is None:
             return None
-        affine = affine.as_tensor() if hasattr(affine, "as_tensor") else torch.as_tensor(affine)
-        affine = affine.detach().cpu().double()
+        affine = torch.as_tensor(affine).detach().cpu().double()
         affine = affine[index] if affine.ndim == 3 else affine
-        dims = image.ndim - 2
-        return [float(v) for v in affine[:dims, :dims].norm(dim=0)]
+        return [float(v) for v in affine_to_spacing(affine, r=image.ndim - 2)]

@@ -2,7 +2,7 @@
 click-guidance channels."""
 
 from .guidance import AddClickGuidanced, clicks_from_request
-from .interactive import InteractiveResult, clicks_to_reach, simulate_clicks
+from .interactive import InteractiveResult, clicks_to_reach, simulate_clicks, slice_click_dice, slice_clicks
 from .sampling import (
     bounding_box,
     jittered_box,
@@ -27,5 +27,7 @@ __all__ = [
     "sample_negative_clicks",
     "sample_positive_clicks",
     "simulate_clicks",
+    "slice_click_dice",
+    "slice_clicks",
     "simulated_previous_logits",
 ]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..evaluation.metrics import dice_score
 from .sampling import bounding_box, next_click
@@ -112,15 +111,8 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
 def slice_clicks(mask: np.ndarray) -> np.ndarray:
     """One positive click on every slice (last axis) of a 3D ``mask``: the centre (maximum of the distance to the
     background) of the slice's largest connected part. ``(n, 3)`` indices, one per slice holding the structure."""
-    clicks = []
-    for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        plane = mask[..., k]
-        components, _ = ndimage.label(plane)
-        sizes = np.bincount(components.ravel())[1:]
-        region = components == int(np.argmax(sizes)) + 1
-        distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-        i, j = np.unravel_index(int(np.argmax(distance)), plane.shape)
-        clicks.append((i, j, k))
+    clicks = [(*next_click(np.zeros_like(mask[..., k]), mask[..., k])[0], k)
+              for k in np.flatnonzero(mask.any(axis=(0, 1)))]
     return np.array(clicks, dtype=np.int64).reshape(-1, 3)
 
 
