@@ -53,13 +53,17 @@ def test_next_round_adds_a_click_from_the_own_error_and_feeds_the_logits_back():
     low_res = torch.full((1, 2, 16, 16), -5.0)
     low_res[0, 1, 10:14, 10:14] = 5.0
     logits = net.postprocess(low_res, (32, 32))
-    rounds = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), False, (32, 32), 1)
+    rounds, changed = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), False,
+                                          (32, 32), 1)
+    assert changed.tolist() == [[True, True]]  # both classes got a click: both are decoded again
     assert rounds.labels.tolist() == [[[1], [0]]]  # positive click for the miss, negative for the false positive
     x, y = rounds.coords[0, 0, 0].tolist()  # SAM frame: x is the column, image_size / 32 = 2 pixels per voxel
     assert references[0, 0, round((y + 0.5) / 2 - 0.5), round((x + 0.5) / 2 - 0.5)]
     assert torch.equal(rounds.masks[:, :, 0], low_res)  # the previous logits come back as the mask prompt
-    ended = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([False]), False, (32, 32), 1)
-    assert (ended.labels == -1).all() and torch.isnan(ended.masks).all()  # a finished session keeps its prompts
+    ended, changed = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([False]), False,
+                                         (32, 32), 1)
+    assert not changed.any() and (ended.labels == -1).all()
+    assert torch.isnan(ended.masks).all()  # a finished session keeps its prompts
 
 
 def test_propagation_round_gives_slices_the_neighbours_logits_and_box():
@@ -71,13 +75,41 @@ def test_propagation_round_gives_slices_the_neighbours_logits_and_box():
     low_res = torch.full((1, 2, 16, 16, 4), -5.0)
     low_res[0, 0, 2:6, 3:9, :] = 5.0
     logits = net.postprocess(low_res, (32, 32, 4))
-    rounds = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), True,
-                                 (32, 32, 4), 4)
+    rounds, changed = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), True,
+                                          (32, 32, 4), 4)
     clicked = (rounds.labels != -1).any(-1)
     boxed = torch.isfinite(rounds.boxes).all(-1)
     assert boxed[:, 0].sum() >= 2 and not (boxed & clicked).any()  # slices with a neighbour, except clicked ones
     assert rounds.boxes[boxed[:, 0].nonzero()[0, 0], 0].tolist() == [12.0, 8.0, 35.0, 23.0]
     assert not boxed[:, 1].any()  # class 2's neighbours predict nothing: no box
+    assert torch.equal(changed, boxed | clicked)  # only the slices whose prompt changed are decoded again
+
+
+def test_correction_rounds_decode_only_the_clicked_slices():
+    image, label, prompts = _batch(3)
+    net = _net(3)
+    decoded = []
+
+    def counted(embeddings, sam_prompts, *args, decode=net.decode_prompts):
+        active = sam_prompts.active
+        decoded.append(int(active.sum()) if active is not None else None)
+        return decode(embeddings, sam_prompts, *args)
+
+    net.decode_prompts = counted
+    InteractiveTrainingInferer(max_rounds=3, propagation_probability=0.0, seed=5)(image, net, targets=label, **prompts)
+    rows = 2 * 6 * 2  # samples x slices x classes
+    assert decoded[-1] is None  # the last round, with gradients: every row
+    assert decoded[0] <= rows and all(n <= 2 * 2 for n in decoded[1:-1])  # then one clicked slice per class
+
+
+def test_winner_masks_equal_argmax_with_a_zero_background():
+    from medsa_monai.inferers.interactive_training import _winners
+
+    foreground = torch.randn(2, 3, 5, 7, 4)
+    foreground[0, 1] = foreground[0, 0]  # ties go to the first class, as argmax's
+    winner = torch.cat([torch.zeros_like(foreground[:, :1]), foreground], 1).argmax(1)
+    expected = torch.stack([winner == k + 1 for k in range(3)], 1)
+    assert torch.equal(_winners(foreground), expected)
 
 
 def test_user_boxes_are_tight_per_slice_and_jittered_outwards_only():

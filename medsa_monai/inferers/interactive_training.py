@@ -101,16 +101,20 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
 
         wrapped = net is not network
         embeddings = None if wrapped else net.encode(inputs)
+        low_res, changed = None, None
         for step in range(int(rounds.max(initial=0))):
             going_on = torch.as_tensor(rounds > step, device=inputs.device)
-            with torch.no_grad():  # only the samples still in session are decoded
+            with torch.no_grad():  # only the samples still in session, and only their rows whose prompt changed
                 source = net.encode(inputs) if embeddings is None else embeddings.detach()
                 active = going_on.repeat_interleave(depth)[:, None].expand(-1, classes)
-                low_res = net.decode_prompts(source, replace(prompts, active=active), batch, depth)
+                if changed is not None:
+                    active = active & changed
+                fresh = net.decode_prompts(source, replace(prompts, active=active), batch, depth)
+                low_res = fresh if low_res is None else torch.where(torch.isnan(fresh), low_res, fresh)
                 logits = net.postprocess(low_res.nan_to_num(0.0), spatial)
             propagate = net.spatial_dims == 3 and self.R.rand() < self.propagation_probability
-            prompts = self._next_round(net, prompts, low_res, logits, references, going_on, propagate, spatial,
-                                       depth)
+            prompts, changed = self._next_round(net, prompts, low_res, logits, references, going_on, propagate,
+                                                spatial, depth)
         if wrapped:
             return network(inputs, sam_prompts=prompts)
         return net.postprocess(net.decode_prompts(embeddings, prompts, batch, depth), spatial)
@@ -162,11 +166,8 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
         batch, classes = references.shape[:2]
         rows = batch * depth
         device = low_res.device
-        if net.background_channel:
-            winner = logits.argmax(1).cpu().numpy()
-            predictions = np.stack([winner == k + 1 for k in range(classes)], axis=1)
-        else:
-            predictions = (logits > 0).cpu().numpy()
+        foreground = logits[:, 1:] if net.background_channel else logits
+        predictions = (_winners(foreground) if net.background_channel else foreground > 0).cpu().numpy()
 
         # one new click per (sample, class) still in session
         scale = torch.tensor([net.image_size / spatial[0], net.image_size / spatial[1]], device=device)
@@ -191,6 +192,7 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
             offsets = None if prompts.depth_offsets is None else torch.cat(
                 [prompts.depth_offsets, torch.zeros_like(new_label)], dim=2)
 
+        changed = new_label[..., 0] != -1
         flat = low_res.permute(0, 4, 1, 2, 3) if net.spatial_dims == 3 else low_res[:, None]
         flat = flat.reshape(rows, classes, *low_res.shape[2:4])  # (rows, K, m, m)
         masks = flat.clone()
@@ -204,6 +206,7 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
             neighbour_boxes, present = neighbour_boxes.view(rows, classes, 4), present.view(rows, classes)
             clicked = (labels != -1).any(-1)
             use = has_neighbour[:, None] & present & ~clicked
+            changed = changed | use
             masks = torch.where(use[..., None, None], neighbour, masks)
             old = boxes if boxes is not None else torch.full_like(neighbour_boxes, float("nan"))
             boxes = torch.where(use[..., None], neighbour_boxes, old)
@@ -218,4 +221,18 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
             boxes = torch.where(row_on[..., None], boxes, prompts.boxes)
         elif boxes is not None:
             boxes = torch.where(row_on[..., None], boxes, torch.full_like(boxes, float("nan")))
-        return SamPrompts(coords, labels, boxes, masks[:, :, None], offsets)
+        return SamPrompts(coords, labels, boxes, masks[:, :, None], offsets), changed & row_on
+
+
+def _winners(foreground: torch.Tensor) -> torch.Tensor:
+    """Foreground logits ``(B, K, ...)`` beside an implicit zero background -> ``(B, K, ...)`` bool, class k where
+    it wins ``argmax`` (first index on ties); elementwise, as ``argmax`` over a short channel axis is slow on CPU."""
+    classes = foreground.shape[1]
+    wins = []
+    for k in range(classes):
+        win = foreground[:, k] > 0
+        for j in range(classes):
+            if j != k:
+                win &= foreground[:, k] > foreground[:, j] if j < k else foreground[:, k] >= foreground[:, j]
+        wins.append(win)
+    return torch.stack(wins, dim=1)
