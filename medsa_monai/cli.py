@@ -162,11 +162,24 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation.folder import evaluate_folder
 
     output = Path(args.output) if args.output else Path(args.pred) / "summary.json"
-    summary = evaluate_folder(args.pred, args.ref, _label_spec(args.labels), output)
+    summary = evaluate_folder(args.pred, args.ref, _label_spec(args.labels), output, cup_to_disc=args.cup_to_disc)
     for key, metrics in summary["mean"].items():
         print(f"  {summary['class_names'][key]:>12}: Dice {metrics['Dice']:.4f}  IoU {metrics['IoU']:.4f}  "
               f"HD95 {metrics['HD95']:.2f}")
-    print(f"  {'foreground':>12}: Dice {summary['foreground_mean']['Dice']:.4f}\nwrote {output}")
+    print(f"  {'foreground':>12}: Dice {summary['foreground_mean']['Dice']:.4f}")
+    if "vcdr" in summary:
+        vcdr = summary["vcdr"]
+        print(f"  {'vCDR':>12}: MAE {vcdr['mae']:.4f} +- {vcdr['std']:.4f} ({vcdr['count']} cases, "
+              f"{vcdr['skipped']} without a disc)")
+    print(f"wrote {output}")
+
+
+def _name_pair(text: str) -> list[str]:
+    """``"disc,cup"`` -> ``["disc", "cup"]``."""
+    names = [n.strip() for n in text.split(",")]
+    if len(names) != 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"expected two names, disc and cup, as 'disc,cup', got {text!r}")
+    return names
 
 
 def _ensemble(args: argparse.Namespace) -> None:
@@ -192,6 +205,32 @@ def _postprocess(args: argparse.Namespace) -> None:
     else:
         written = apply_postprocessing(args.input, args.output, args.rules)
         print(f"wrote {len(written)} post-processed label maps to {args.output}")
+
+
+def _bundle_create(args: argparse.Namespace) -> None:
+    from .bundle.create import TEMPLATE_CONFIGS, create_bundle, render_config
+
+    settings: dict[str, dict] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        files = [f for f in TEMPLATE_CONFIGS if key in render_config(f)]
+        if not files:
+            raise KeyError(f"--set {item}: '{key}' is a setting of no config of the template")
+        for file in files:
+            settings.setdefault(file, {})[key] = _value(value)
+    path = create_bundle(args.plan, args.output, args.name, args.dataset_json, args.description, settings,
+                         args.overwrite)
+    print(f"wrote the bundle {path} (configs/, docs/README.md, LICENSE, large_files.yml)")
+
+
+def _bundle_sync(args: argparse.Namespace) -> None:
+    from .bundle.create import sync_bundle
+
+    changed = sync_bundle(args.bundle_dir, check=args.check)
+    if args.check and changed:
+        raise ValueError(f"{args.bundle_dir} is not in step with the template: {', '.join(changed)} differ "
+                         f"(`medsa bundle sync {args.bundle_dir}` rewrites them, keeping the settings)")
+    print(f"{args.bundle_dir}: " + ("in step with the template" if not changed else f"rewrote {', '.join(changed)}"))
 
 
 def _bundle_pack(args: argparse.Namespace) -> None:
@@ -316,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ref", required=True)
     evaluate.add_argument("--labels", required=True, help="dataset.json, plan.json or {value: name} JSON")
     evaluate.add_argument("--output", help="summary.json (default: <pred>/summary.json)")
+    evaluate.add_argument("--cup-to-disc", type=_name_pair, metavar="DISC,CUP",
+                          help="also the vertical cup-to-disc ratio (REFUGE vCDR) of 2D fundus images and its mean "
+                               "absolute error, from these optic disc and cup outputs (class or region names)")
     evaluate.set_defaults(func=_evaluate)
 
     ensemble = commands.add_parser("ensemble", help="average the probabilities of several prediction folders")
@@ -337,8 +379,26 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--rules", default="postprocessing.json")
     post.set_defaults(func=_postprocess)
 
-    bundle = commands.add_parser("bundle", help="pack a trained bundle into a zip to share, unpack or verify one")
+    bundle = commands.add_parser("bundle", help="create a bundle from a plan, keep it in step with the template, "
+                                                "pack, unpack, verify, fetch, export")
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
+    create = bundle_commands.add_parser("create", help="write a complete MONAI bundle (configs, metadata, model card, "
+                                                       "LICENSE, large_files.yml) for a planned data set")
+    create.add_argument("--plan", required=True, help="plan.json of `medsa plan`")
+    create.add_argument("--output", required=True, help="the bundle folder to write")
+    create.add_argument("--name", default=None, help="the bundle's name (default: the folder's name)")
+    create.add_argument("--dataset-json", default=None, help="the ingested dataset.json (default: found from the "
+                                                             "plan's folder)")
+    create.add_argument("--description", default=None, help="the task in one line")
+    create.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings, e.g. trainable=lora max_epochs=200 (each goes to every config that has it)")
+    create.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    create.set_defaults(func=_bundle_create)
+    sync = bundle_commands.add_parser("sync", help="rewrite a bundle's configs from the current template, keeping "
+                                                   "its settings (--check: only say whether they differ)")
+    sync.add_argument("bundle_dir")
+    sync.add_argument("--check", action="store_true")
+    sync.set_defaults(func=_bundle_sync)
     pack = bundle_commands.add_parser("pack", help="write <name>_v<version>.zip with checksums (large files and "
                                                    "outputs left out), the layout `monai.bundle download` unzips")
     pack.add_argument("bundle_dir")

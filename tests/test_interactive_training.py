@@ -194,3 +194,30 @@ def test_prompted_validation_combines_automatic_and_prompted_dice():
     assert 0.0 <= prompted <= 1.0
     assert engine.state.metrics["val_selection_dice"] == pytest.approx(0.5 * (0.5 + prompted))
     assert net.training  # the network is left as it was found
+
+
+def test_prompted_samples_also_train_automatic_mode():
+    from medsa_monai.inferers import InteractiveTrainingLoss
+
+    image, label, prompts = _batch(2)
+    net = _net(2)
+    base = torch.nn.MSELoss()
+    seen = []
+
+    def loss(pred, target):
+        seen.append(pred.shape[0])
+        return base(pred[:, 1:], (target == 1).float())
+
+    inferer = InteractiveTrainingInferer(max_rounds=0, automatic_loss=loss, automatic_loss_weight=0.5, seed=1)
+    logits = inferer(image, net, targets=label, **prompts)
+    assert seen == [2]  # both samples are prompted: both are also decoded in automatic mode
+    auxiliary = inferer.auxiliary_loss.detach().clone()
+    total = InteractiveTrainingLoss(loss, inferer)(logits, label)
+    assert inferer.pop_auxiliary_loss() is None  # taken once
+    assert float(total) == pytest.approx(float(base(logits[:, 1:], (label == 1).float()) + auxiliary), rel=1e-6)
+    total.backward()
+    assert net.class_prompts.weight.grad.abs().sum() > 0  # the automatic prompts learn from prompted samples
+
+    automatic_only = InteractiveTrainingInferer(max_rounds=0, automatic_loss=loss, seed=1)
+    automatic_only(image, net, targets=label)  # no first prompt, no rounds: the main loss is the automatic one
+    assert automatic_only.pop_auxiliary_loss() is None

@@ -1,5 +1,6 @@
 """Bundle glue: functions that bundle configs call by ``$medsa_monai.bundle.<name>(...)``."""
 
+from .create import bundle_plan, bundle_settings, create_bundle, render_config, sync_bundle
 from .distributed import RankRecorder, state_dict_sha256
 from .export import default_input_shape, export_torchscript, verify_torchscript
 from .large_files import fetch_large_file, large_file_entries
@@ -16,6 +17,11 @@ from .workflow import TimeBudget, default_sam_checkpoint, latest_checkpoint, pre
 
 __all__ = [
     "BundleIntegrityError",
+    "bundle_plan",
+    "bundle_settings",
+    "create_bundle",
+    "render_config",
+    "sync_bundle",
     "RankRecorder",
     "TimeBudget",
     "default_input_shape",

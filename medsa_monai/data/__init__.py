@@ -1,7 +1,7 @@
 """Data: datalists and splits, pair checks, atomic writers, the synthetic demo data set."""
 
 from .checks import CheckImageChannelsd, CheckImageLabeld
-from .datalist import check_files, image_mask_pairs, load_datalist, split_cases
+from .datalist import check_files, find_datalist, image_mask_pairs, load_datalist, split_cases
 from .labels import LabelSpec, LabelsToTargetd, TargetToLabelsd, parse_regions
 from .loading import LoadImaged
 from .spacing import Spacingd
@@ -30,6 +30,7 @@ __all__ = [
     "Spacingd",
     "check_files",
     "image_mask_pairs",
+    "find_datalist",
     "load_datalist",
     "load_probabilities",
     "make_synthetic_dataset",

@@ -11,7 +11,7 @@ from monai.data import load_decathlon_datalist
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_datalist", "check_files", "split_cases", "image_mask_pairs"]
+__all__ = ["load_datalist", "find_datalist", "check_files", "split_cases", "image_mask_pairs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -115,6 +115,25 @@ def _fold_split(data: Sequence[dict], fold: int) -> tuple[list[dict], list[dict]
         described = f"{folds[0]}..{folds[-1]}" if contiguous else ", ".join(map(str, folds))
         raise ValueError(f"fold {fold} is not in this datalist: it has folds {described}")
     return [d for d in data if int(d["fold"]) != fold], [d for d in data if int(d["fold"]) == fold]
+
+
+def find_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = None, key: str = "training",
+                  keys: Sequence[str] = ("image", "label"), missing: str = "error") -> list[dict]:
+    """The cases of a data set however it is laid out: ``datalist_file`` (a decathlon datalist, e.g. the plan's),
+    else ``<dataset_dir>/dataset.json`` (MSD), else a plain folder of ``images/`` with ``labels/`` or ``masks/``
+    matched by file name (:func:`image_mask_pairs`; without a label folder, the images alone when ``keys`` asks
+    for no label)."""
+    root = Path(dataset_dir)
+    if datalist_file is not None or (root / "dataset.json").is_file():
+        return load_datalist(root, datalist_file, key, keys, missing)
+    if (root / "images").is_dir():
+        wants_label = "label" in keys
+        label_dir = next((d for d in ("labels", "masks") if (root / d).is_dir()), None)
+        if wants_label and label_dir is None:
+            raise FileNotFoundError(f"'{root}' has images/ but neither labels/ nor masks/")
+        return image_mask_pairs(root, "images", label_dir if wants_label else None)
+    raise FileNotFoundError(f"'{root}' is neither an MSD folder (dataset.json) nor a plain folder (images/ with "
+                            f"labels/ or masks/); give datalist_file")
 
 
 def image_mask_pairs(dataset_dir: str | Path, images: str = "images", masks: str | None = "masks") -> list[dict]:

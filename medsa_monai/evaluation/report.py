@@ -14,6 +14,7 @@ from ignite.engine import Engine, Events
 
 from ..data.labels import LabelSpec
 from ..data.writers import case_name as file_case_name
+from .cup_to_disc import VCDR_COLUMNS, case_vcdr, cup_to_disc_outputs, summarize_vcdr
 from .io import write_csv, write_json
 from .metrics import METRICS, case_metrics, mask_metrics, summarize
 
@@ -63,11 +64,20 @@ class SegmentationReport:
         targets: with ``label_spec``, predictions and references are in the training target's layout (class
             indices, or one binary channel per region) rather than label maps in the data set's values.
         pred_key, label_key: keys of the prediction and the reference in each output item.
+        cup_to_disc: the names of the optic disc and cup outputs (among the class names) to also measure the
+            vertical cup-to-disc ratio of 2D fundus images (:func:`~.cup_to_disc.vertical_cup_to_disc_ratio`; their
+            second spatial axis, MONAI's y, is the vertical one): each row of ``metrics.csv`` then has the case's
+            ``vCDR``, ``vCDR_reference`` and ``vCDR_abs_error``, and ``summary.json`` its ``"vcdr"`` mean absolute
+            error (``mae``, ``std``, ``count``; ``skipped``: cases with an empty disc). With classes rather than
+            regions, the whole disc is the union of the disc (rim) and cup classes.
+
+    Raises:
+        ValueError: for ``cup_to_disc`` names that are not among the class names; when collecting, for 3D data.
     """
 
     def __init__(self, output_dir: str | Path | None, class_names: Mapping[Any, str] | Sequence[str],
                  pred_key: str = "pred", label_key: str = "label", label_spec: LabelSpec | None = None,
-                 targets: bool = False) -> None:
+                 targets: bool = False, cup_to_disc: Sequence[str] | None = None) -> None:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.label_spec = label_spec
         self.targets = targets
@@ -82,6 +92,9 @@ class SegmentationReport:
         self.label_key = label_key
         self.cases: list[tuple[str, dict[str, dict[str, float]]]] = []
         self.summary: dict = {}
+        self.cup_to_disc = cup_to_disc_outputs(cup_to_disc, list(self.classes.values())) if cup_to_disc else None
+        self.vcdr: list[dict[str, float]] = []
+        self.vcdr_summary: dict = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.reset)
@@ -90,6 +103,7 @@ class SegmentationReport:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.cases = []
+        self.vcdr = []
 
     def collect(self, engine: Engine) -> None:
         output = engine.state.output
@@ -101,36 +115,71 @@ class SegmentationReport:
             spacing = [float(s) for s in spacing] if spacing is not None else [1.0] * (label.ndim - 1)
             if self.label_spec is not None and self.targets:
                 pred, label = self.label_spec.to_label_map(pred), self.label_spec.to_label_map(label)
-            self.cases.append((case_name(item), self._metrics(label_map(pred), label_map(label), spacing)))
+            pred, label, name = label_map(pred), label_map(label), case_name(item)
+            vcdr = self._vcdr(name, pred, label) if self.cup_to_disc is not None else None
+            self.cases.append((name, self._metrics(pred, label, spacing)))
+            if vcdr is not None:
+                self.vcdr.append(vcdr)
+
+    def _masks(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """``{class or region name: boolean mask}`` of a label map."""
+        if self.label_spec is None:
+            return {name: labels == value for value, name in self.classes.items()}
+        return {self._renamed.get(n, n): m for n, m in self.label_spec.output_masks(labels).items()}
 
     def _metrics(self, pred: np.ndarray, label: np.ndarray, spacing: list[float]) -> dict[str, dict[str, float]]:
         if self.label_spec is None:
             return case_metrics(pred, label, self.classes, spacing)
-        rename = self._renamed
-        return mask_metrics({rename.get(n, n): m for n, m in self.label_spec.output_masks(pred).items()},
-                            {rename.get(n, n): m for n, m in self.label_spec.output_masks(label).items()}, spacing)
+        return mask_metrics(self._masks(pred), self._masks(label), spacing)
+
+    def _vcdr(self, case: str, pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
+        exclusive = self.label_spec is None or not self.label_spec.has_regions
+        try:
+            return case_vcdr(self._masks(pred), self._masks(label), self.cup_to_disc, rows_axis=1,
+                             exclusive=exclusive)
+        except ValueError as err:
+            raise ValueError(f"case '{case}': {err}") from None
+
+    @staticmethod
+    def _gathered(items: list) -> list:
+        """``items`` of every process, in rank order, when running distributed."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return items
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, items)
+        return [c for part in gathered for c in part]
 
     def finish(self, engine: Engine) -> None:
-        cases = self.cases
-        if dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, cases)
-            cases = [c for part in gathered for c in part]
+        cases = self._gathered(self.cases)
+        vcdr = self._gathered(self.vcdr) if self.cup_to_disc is not None else []
         if not cases:
             return
         self.summary = summarize([metrics for _, metrics in cases])
         for name in self.classes.values():
             for metric in ("dice", "hd95"):
                 engine.state.metrics[f"{metric}_{name}"] = self.summary.get(name, {}).get(metric, {}).get("mean")
+        if vcdr:
+            self.vcdr_summary = summarize_vcdr(vcdr)
+            engine.state.metrics["vcdr_mae"] = self.vcdr_summary["mae"]
         if self.output_dir is None or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
             return
-        rows = [[case, cls] + [values[m] for m in METRICS] for case, metrics in cases for cls, values in
-                metrics.items()]
-        write_csv(self.output_dir / "metrics.csv", ["case", "class", *METRICS], rows)
-        write_json(self.output_dir / "summary.json", {"num_cases": len(cases), "classes": self.summary,
-                                                       "cases": dict(cases)})
+        self._write(cases, vcdr)
         for name in list(self.classes.values()) + ["mean"]:
             s = self.summary.get(name, {})
             logger.info("%s: Dice %.4f +- %.4f, HD95 %.2f (%d cases)", name, s["dice"]["mean"], s["dice"]["std"],
                         s["hd95"]["mean"], len(cases))
+        if vcdr:
+            logger.info("vCDR: MAE %.4f +- %.4f (%d cases)", self.vcdr_summary["mae"], self.vcdr_summary["std"],
+                        self.vcdr_summary["count"])
         logger.info("wrote %s and %s", self.output_dir / "metrics.csv", self.output_dir / "summary.json")
+
+    def _write(self, cases: list[tuple[str, dict[str, dict[str, float]]]], vcdr: list[dict[str, float]]) -> None:
+        """``metrics.csv`` (a row per case and class, the case's vCDR columns with ``cup_to_disc``) and
+        ``summary.json``."""
+        extra = [[v[c] for c in VCDR_COLUMNS] for v in vcdr] or [[]] * len(cases)
+        rows = [[case, cls] + [values[m] for m in METRICS] + more for (case, metrics), more in
+                zip(cases, extra, strict=True) for cls, values in metrics.items()]
+        header = ["case", "class", *METRICS, *(VCDR_COLUMNS if vcdr else ())]
+        write_csv(self.output_dir / "metrics.csv", header, rows)
+        summary = {"num_cases": len(cases), "classes": self.summary, "cases": dict(cases)}
+        write_json(self.output_dir / "summary.json", {**summary, "vcdr": self.vcdr_summary} if vcdr else summary)

@@ -2,7 +2,8 @@
 
 from .click_aware import ClickAwareInferer
 from .embedding_cache import EmbeddingCache
-from .interactive_training import InteractiveTrainingInferer
+from .interactive_training import InteractiveTrainingInferer, InteractiveTrainingLoss
 from .mirroring import MirroringInferer
 
-__all__ = ["ClickAwareInferer", "EmbeddingCache", "InteractiveTrainingInferer", "MirroringInferer"]
+__all__ = ["ClickAwareInferer", "EmbeddingCache", "InteractiveTrainingInferer", "InteractiveTrainingLoss",
+           "MirroringInferer"]

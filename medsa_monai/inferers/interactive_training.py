@@ -8,6 +8,7 @@ trained only on prompts simulated from the reference learns to copy a mask promp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,7 @@ from ..networks.prompt_mapping import SamPrompts, index_to_sam_xy, to_sam_prompt
 from ..networks.propagation import low_res_boxes
 from ..prompts.sampling import sample_error_click
 
-__all__ = ["InteractiveTrainingInferer"]
+__all__ = ["InteractiveTrainingInferer", "InteractiveTrainingLoss"]
 
 
 def _unwrap(network: nn.Module) -> nn.Module:
@@ -51,9 +52,15 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
 
     The rounds before the last run without gradients and the loss is taken on the last round only (as RITM): one
     backward pass per sample whatever the number of rounds, and, the number of rounds being random, the last
-    round covers every stage of a session, from the first prompt to the eighth correction. The image embedding is
-    computed once per sample (through the network's ``forward`` when it is wrapped for distributed training, so
-    that gradients are synchronised).
+    round covers every stage of a session, from the first prompt to the eighth correction. In the rounds after the
+    first, only the (slice, class) pairs whose prompt changed (a new click, a propagated neighbour) are decoded
+    again; the others keep their logits. The image embedding is computed once per sample (through the network's
+    ``forward`` when it is wrapped for distributed training, so that gradients are synchronised).
+
+    Automatic mode keeps its training signal: with ``automatic_loss``, every sample whose last round was prompted
+    is also decoded in automatic mode from the same embedding (a decoder pass), and ``automatic_loss_weight`` times
+    that loss is added to the training loss by :class:`InteractiveTrainingLoss`. Without it, automatic segmentation
+    would learn only from the samples that stay unprompted, and less than a model trained for it alone.
 
     Args:
         max_rounds: the largest number of rounds after the first prompt (drawn uniformly in ``0..max_rounds``).
@@ -61,12 +68,16 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
         propagation_probability: in 3D, probability that a round is a propagation round.
         click_power: interior weighting of the drawn clicks (see :func:`~medsa_monai.prompts.sample_error_click`).
         box_jitter: largest outward move of each side of a box, as a fraction of the box's extent.
+        automatic_loss: the loss of the automatic decoding of prompted samples (the training loss, ``(logits,
+            label)``); ``None``: no automatic decoding of prompted samples.
+        automatic_loss_weight: its weight in the training loss.
         seed: seed of the rounds, clicks and jitter (``set_random_state`` also works).
     """
 
     def __init__(self, max_rounds: int = 8, automatic_rounds_probability: float = 0.25,
                  propagation_probability: float = 0.3, click_power: float = 1.0, box_jitter: float = 0.1,
-                 seed: int = 0) -> None:
+                 automatic_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 automatic_loss_weight: float = 1.0, seed: int = 0) -> None:
         Inferer.__init__(self)
         if max_rounds < 0:
             raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
@@ -75,7 +86,15 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
         self.propagation_probability = propagation_probability
         self.click_power = click_power
         self.box_jitter = box_jitter
+        self.automatic_loss = automatic_loss
+        self.automatic_loss_weight = automatic_loss_weight
+        self.auxiliary_loss: torch.Tensor | None = None
         self.set_random_state(seed)
+
+    def pop_auxiliary_loss(self) -> torch.Tensor | None:
+        """The weighted automatic loss of the last call (``None`` if there was none), forgotten once taken."""
+        loss, self.auxiliary_loss = self.auxiliary_loss, None
+        return loss
 
     def randomize(self, data=None) -> None:
         pass
@@ -115,9 +134,23 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
             propagate = net.spatial_dims == 3 and self.R.rand() < self.propagation_probability
             prompts, changed = self._next_round(net, prompts, low_res, logits, references, going_on, propagate,
                                                 spatial, depth)
+        needs_automatic = (first_prompted | (rounds > 0)) if self.automatic_loss is not None else np.zeros(batch, bool)
+        automatic = None
+        if needs_automatic.any():
+            rows = torch.as_tensor(needs_automatic, device=inputs.device).repeat_interleave(depth)
+            automatic = SamPrompts(None, None, None, None, active=rows[:, None].expand(-1, classes))
         if wrapped:
-            return network(inputs, sam_prompts=prompts)
-        return net.postprocess(net.decode_prompts(embeddings, prompts, batch, depth), spatial)
+            decoded = network(inputs, sam_prompts=prompts if automatic is None else [prompts, automatic])
+            logits, automatic_logits = (decoded, None) if automatic is None else decoded
+        else:
+            logits = net.postprocess(net.decode_prompts(embeddings, prompts, batch, depth), spatial)
+            automatic_logits = None if automatic is None else net.postprocess(
+                net.decode_prompts(embeddings, automatic, batch, depth).nan_to_num(0.0), spatial)
+        if automatic_logits is not None:
+            keep = torch.as_tensor(np.flatnonzero(needs_automatic), device=inputs.device)
+            self.auxiliary_loss = self.automatic_loss_weight * self.automatic_loss(automatic_logits[keep],
+                                                                                   targets[keep])
+        return logits
 
     # -- pieces of a round -----------------------------------------------------------------------------------
 
@@ -236,3 +269,25 @@ def _winners(foreground: torch.Tensor) -> torch.Tensor:
                 win &= foreground[:, k] > foreground[:, j] if j < k else foreground[:, k] >= foreground[:, j]
         wins.append(win)
     return torch.stack(wins, dim=1)
+
+
+class InteractiveTrainingLoss(nn.Module):
+    """The training loss of interactive training: ``loss(pred, label)`` on the last round, plus the automatic loss
+    that :class:`InteractiveTrainingInferer` computed in the same iteration (so AMP's loss scaling, gradient
+    accumulation and the logged loss cover both).
+
+    Args:
+        loss: the segmentation loss, e.g. ``DiceCELoss``.
+        inferer: the trainer's :class:`InteractiveTrainingInferer`.
+    """
+
+    def __init__(self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 inferer: InteractiveTrainingInferer) -> None:
+        super().__init__()
+        self.loss = loss
+        self.inferer = inferer
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        value = self.loss(pred, label)
+        auxiliary = self.inferer.pop_auxiliary_loss()
+        return value if auxiliary is None else value + auxiliary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -410,17 +411,22 @@ class MedSA(nn.Module):
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
-        sam_prompts: SamPrompts | None = None,
-    ) -> torch.Tensor:
+        sam_prompts: SamPrompts | Sequence[SamPrompts] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Image ``(B, C, H, W[, D])`` and optional prompts -> logits ``(B, out_channels, H, W[, D])``.
 
         ``sam_prompts`` (instead of the others): prompts already in SAM's frame per (row, class), decoded as they
-        are (see :meth:`decode_prompts`); interactive training passes its rounds' prompts this way.
+        are (see :meth:`decode_prompts`); interactive training passes its rounds' prompts this way. A sequence of
+        them is decoded from one image embedding and gives a tuple of logits (pairs left out are 0).
         """
         if sam_prompts is not None:
             depth = image.shape[-1] if self.spatial_dims == 3 else 1
-            low_res = self.decode_prompts(self.encode(image), sam_prompts, image.shape[0], depth)
-            return self.postprocess(low_res, tuple(image.shape[2:]))
+            embeddings = self.encode(image)
+            several = not isinstance(sam_prompts, SamPrompts)
+            decoded = tuple(
+                self.postprocess(self.decode_prompts(embeddings, p, image.shape[0], depth).nan_to_num(0.0),
+                                 tuple(image.shape[2:])) for p in (sam_prompts if several else [sam_prompts]))
+            return decoded if several else decoded[0]
         return self.predict(image, points, point_labels, boxes, mask_inputs)[0]
 
     # -- helpers ----------------------------------------------------------------------------------------------

@@ -213,6 +213,7 @@ def compute_fingerprint(dataset_json: str | Path, output: str | Path | None = No
     region_total = {n: sum(c["region_voxels"][n] for c in per_case) for n in spec.region_names}
     fingerprint = {
         "dataset": description.get("name"),
+        "dataset_json": str(dataset_json.resolve()),
         "num_cases": len(per_case),
         "cases": names,
         "spatial_dims": len(per_case[0]["shape"]),

@@ -237,6 +237,7 @@ def make_plan(
     plan = {
         "plan_version": PLAN_VERSION,
         "dataset": fingerprint.get("dataset"),
+        "dataset_json": fingerprint.get("dataset_json"),
         "configuration": configuration,
         "spatial_dims": dims,
         "slice_axis": geometry["axis"],
