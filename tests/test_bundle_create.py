@@ -12,6 +12,7 @@ import pytest
 from monai.bundle import verify_metadata
 
 from medsa_monai.bundle import bundle_settings, create_bundle, render_config, sync_bundle
+from medsa_monai.bundle.create import _digest
 from medsa_monai.cli import main
 
 from .conftest import run_monai_bundle
@@ -85,6 +86,14 @@ def test_cli_create_with_settings_and_sync(tmp_path, capsys):
     assert train["trainable"] == inference["trainable"] == "lora" and train["max_epochs"] == 7
     assert json.loads((bundle / "configs" / "metadata.json").read_text())["name"] == "lesions"
     assert bundle_settings(bundle)["train.json"]["max_epochs"] == 7
+    template_default = render_config("train.json")["val_interval"]
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta["medsa_template"]["train.json"]["values"]["val_interval"] = "an older template's default"
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    assert "val_interval" in bundle_settings(bundle)["train.json"]  # changed since it was rendered: the bundle's
+    meta["medsa_template"]["train.json"]["values"]["val_interval"] = _digest(template_default)
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    assert "val_interval" not in bundle_settings(bundle)["train.json"]  # as rendered: it follows the template
 
     edited = dict(train, learning_rate=0.01)
     edited["network_def"] = dict(train["network_def"], image_size=64)  # a component edited by hand: refused
@@ -95,7 +104,7 @@ def test_cli_create_with_settings_and_sync(tmp_path, capsys):
     edited["network_def"] = train["network_def"]
     edited["version_note"] = "x"
     (bundle / "configs" / "train.json").write_text(json.dumps(edited))
-    with pytest.raises(ValueError, match="version_note"):
+    with pytest.raises(ValueError, match="'version_note' is not a key of the template"):
         bundle_settings(bundle)
     del edited["version_note"]
     edited["train"] = dict(edited["train"], inferer={"_target_": "SimpleInferer"})  # an old template's section

@@ -41,7 +41,7 @@ def fundus_folder(root: Path, cases: int, seed: int) -> Path:
         image = np.stack([150 + 60 * disc + 30 * cup, 60 + 50 * disc + 60 * cup, 40 + 20 * disc], -1)
         image = image + 10 * rng.standard_normal(image.shape)
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"eye_{i}.png")
-        Image.fromarray((disc.astype(np.uint8) + cup.astype(np.uint8))).save(root / "labels" / f"eye_{i}.png")
+        Image.fromarray(disc.astype(np.uint8) + cup.astype(np.uint8)).save(root / "labels" / f"eye_{i}.png")
     return root
 
 

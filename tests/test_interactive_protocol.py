@@ -249,3 +249,37 @@ def test_summary_averages_over_cases_and_classes():
     assert summary["mean"]["nsd"] == pytest.approx([0.15, 0.45, 0.65])  # classes: [.2, .4, .6], [.1, .5, .7]
     with pytest.raises(ValueError):
         summarize_protocol([])
+
+
+class RegionOracle(OracleNetwork):
+    """Answers nested regions (sigmoid outputs, no background channel) exactly."""
+
+    background_channel = False
+
+    def __init__(self, regions: np.ndarray):
+        super().__init__(np.zeros(regions.shape[1:]), regions.shape[0])
+        self.regions = torch.as_tensor(regions).float()
+
+    def postprocess(self, low_res, spatial):
+        return (20 * self.regions - 10)[None]
+
+
+def test_nested_regions_are_prompted_and_scored_each_on_its_own():
+    from medsa_monai.prompts import simulate_clicks
+
+    disc = np.zeros((32, 32), bool)
+    disc[6:26, 8:24] = True
+    cup = np.zeros_like(disc)
+    cup[12:20, 12:20] = True  # inside the disc: the two outputs overlap
+    regions = np.stack([disc, cup])
+    image = torch.zeros(1, 3, 32, 32)
+    result = run_protocol(RegionOracle(regions), image, regions, num_clicks=2)
+    np.testing.assert_allclose(result.dice, 1.0)  # an exclusive label map would lose the disc under the cup
+    assert torch.equal(RegionOracle(regions).postprocess(None, (32, 32))[0, 0] > 0, torch.from_numpy(disc))
+    np.testing.assert_array_equal(result.boxes[0], protocol_box(disc))
+    np.testing.assert_array_equal(result.boxes[1], protocol_box(cup))
+    clicked = simulate_clicks(RegionOracle(regions), image, regions, num_clicks=2)
+    np.testing.assert_allclose(clicked.click_dice, 1.0)
+    np.testing.assert_allclose(clicked.box_dice, 1.0)
+    with pytest.raises(ValueError, match="region channels"):
+        run_protocol(RegionOracle(regions), image, regions[:, :16])

@@ -29,7 +29,7 @@ __all__ = ["TEMPLATE_DIR", "TEMPLATE_CONFIGS", "bundle_plan", "bundle_settings",
 TEMPLATE_DIR = Path(__file__).parent / "template"
 TEMPLATE_CONFIGS = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "tta.json")
 _2D_ONLY = ("tta.json",)  # SAM-DA's test-time adaptation works on images
-_DIGESTS = "medsa_template_digests"  # metadata.json: fingerprint of each config's components as last rendered
+_RECORD = "medsa_template"  # metadata.json: what each config was rendered with (see _record)
 _PLAN_KEYS = ("labels", "regions", "regions_class_order", "spatial_dims", "in_channels", "modality", "configuration",
               "slice_axis", "depth_attention", "intensity", "normalization", "sam_variant", "image_size", "pixdim",
               "patch_size", "batch_size", "sw_overlap", "sw_batch_size", "dataset_cache", "datalist_file", "dataset",
@@ -77,29 +77,37 @@ def render_config(name: str, settings: Mapping | None = None) -> dict:
     return config
 
 
-def _components_digest(config: Mapping, template: Mapping) -> str:
-    """A fingerprint of everything in ``config`` that is not a setting of ``template``."""
-    components = {k: v for k, v in config.items() if not (k in template and _is_setting(k, template[k]))}
-    return hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _recorded_digests(configs: Path) -> dict[str, str]:
+def _record(config: Mapping, explicit: Mapping) -> dict:
+    """What ``metadata.json`` keeps of a rendered config: a fingerprint of its components, the settings the bundle
+    chose, and a fingerprint of every setting's value, so a later sync can tell a hand edit from a template change."""
+    settings = {k: v for k, v in config.items() if _is_setting(k, v)}
+    components = {k: v for k, v in config.items() if k not in settings}
+    return {"components": _digest(components), "settings": sorted(explicit),
+            "values": {k: _digest(v) for k, v in settings.items()}}
+
+
+def _recorded(configs: Path) -> dict[str, dict]:
     meta = configs / "metadata.json"
-    return json.loads(meta.read_text()).get(_DIGESTS, {}) if meta.is_file() else {}
+    return json.loads(meta.read_text()).get(_RECORD, {}) if meta.is_file() else {}
 
 
 def bundle_settings(bundle_dir: str | Path) -> dict[str, dict]:
-    """Per config file of a bundle, its settings: the top-level setting values that differ from the template's
-    (none for a config the bundle lacks, e.g. one a newer template added).
+    """Per config file of a bundle, its settings (none for a config the bundle lacks, e.g. one a newer template
+    added): the values it chose when it was made or last synced, and any setting changed by hand since; every other
+    setting follows the template.
 
-    The rest of a config must be what the template rendered when the bundle was made or last synced (its
-    fingerprint is in ``metadata.json``) or today's template; anything else was edited by hand.
+    The rest of a config (its components and sections) must be what the template rendered then (its fingerprint is
+    in ``metadata.json``) or today's template; anything else was edited by hand.
 
     Raises:
         ValueError: naming the configs and keys edited by hand.
     """
     configs = Path(bundle_dir) / "configs"
-    recorded = _recorded_digests(configs)
+    recorded = _recorded(configs)
     settings: dict[str, dict] = {}
     problems = []
     train = json.loads((configs / "train.json").read_text()) if (configs / "train.json").is_file() else {}
@@ -111,12 +119,20 @@ def bundle_settings(bundle_dir: str | Path) -> dict[str, dict]:
                 settings[name] = {}
             continue
         template, own = _template(name), json.loads(path.read_text())
-        settings[name] = {k: v for k, v in own.items() if k in template and _is_setting(k, template[k])
-                          and template[k] != v}
-        digest = _components_digest(own, template)
-        if digest not in (recorded.get(name), _components_digest(template, template)):
-            edited = [k for k in own if k not in template or (not _is_setting(k, template[k]) and own[k] !=
-                                                              template[k])]
+        record = recorded.get(name)
+        mine = {k: v for k, v in own.items() if _is_setting(k, template.get(k, v))}
+        components = {k: v for k, v in own.items() if k not in mine}
+        if record is None:  # not made by create or sync: what differs from the template is its own
+            settings[name] = {k: v for k, v in mine.items() if template.get(k) != v}
+        else:
+            settings[name] = {k: v for k, v in mine.items() if k in record["settings"]
+                              or _digest(v) != record["values"].get(k)}
+        unknown = [k for k in mine if k not in template and k not in (record or {}).get("values", {})]
+        problems += [f"{path}: '{k}' is not a key of the template" for k in unknown]
+        settings[name] = {k: v for k, v in settings[name].items() if k in template}  # else the template dropped it
+        template_components = {k: v for k, v in template.items() if not _is_setting(k, v)}
+        if _digest(components) not in ((record or {}).get("components"), _digest(template_components)):
+            edited = [k for k in components if template.get(k) != components[k]]
             problems.append(f"{path}: {', '.join(repr(k) for k in edited) or 'its keys'} edited by hand")
     if problems:
         raise ValueError("the bundle's components were edited by hand, so a sync would lose the edits; move each "
@@ -126,18 +142,18 @@ def bundle_settings(bundle_dir: str | Path) -> dict[str, dict]:
 
 
 def sync_bundle(bundle_dir: str | Path, check: bool = False) -> list[str]:
-    """Rewrite a bundle's configs from the current template, keeping its settings, and record their fingerprints
-    in ``metadata.json``; with ``check``, write nothing.
+    """Rewrite a bundle's configs from the current template, keeping its settings, and record them in
+    ``metadata.json``; with ``check``, write nothing.
 
     Returns:
         The files that differ (were rewritten, or would be with ``check``).
     """
     configs = Path(bundle_dir) / "configs"
     changed = []
-    digests = {}
+    records = {}
     for name, settings in bundle_settings(bundle_dir).items():
         rendered = render_config(name, settings)
-        digests[name] = _components_digest(rendered, rendered)
+        records[name] = _record(rendered, settings)
         path = configs / name
         if not path.is_file() or json.loads(path.read_text()) != rendered:
             changed.append(name)
@@ -149,10 +165,10 @@ def sync_bundle(bundle_dir: str | Path, check: bool = False) -> list[str]:
             shutil.copy(TEMPLATE_DIR / "logging.conf", configs / "logging.conf")
     meta_path = configs / "metadata.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get(_DIGESTS) != digests:
+    if meta.get(_RECORD) != records:
         changed.append("metadata.json")
         if not check:
-            _write_json(meta_path, {**meta, _DIGESTS: digests})
+            _write_json(meta_path, {**meta, _RECORD: records})
     return changed
 
 
@@ -301,7 +317,7 @@ def create_bundle(plan_file: str | Path, output: str | Path, name: str | None = 
         for file, config in configs.items():
             _write_json(staging / "configs" / file, config)
         meta = _metadata(plan, dataset, name, description)
-        meta[_DIGESTS] = {file: _components_digest(config, config) for file, config in configs.items()}
+        meta[_RECORD] = {file: _record(config, chosen.get(file, {})) for file, config in configs.items()}
         _write_json(staging / "configs" / "metadata.json", meta)
         shutil.copy(TEMPLATE_DIR / "logging.conf", staging / "configs" / "logging.conf")
         shutil.copy(TEMPLATE_DIR / "large_files.yml", staging / "large_files.yml")

@@ -82,7 +82,8 @@ Pipeline ({'3D' if dims == 3 else '2D'}, configuration `{plan.get('configuration
 Normalisation per channel: {norm or 'z-score'}. Batch size {plan.get('batch_size')}; AdamW at
 {train.get('learning_rate')} with warm-up and a cosine schedule, {train.get('max_epochs')} epochs
 (`max_epochs`, `time_budget_minutes`, `early_stop_patience`); interactive training (first prompt, then up to
-{train.get('interactive_max_rounds')} rounds of clicks on the network's own errors with its logits fed back);
+{train.get('interactive_max_rounds')} rounds of clicks on the network's own errors with its logits fed back, and
+every prompted sample also decoded in automatic mode so that automatic segmentation keeps its training signal);
 `model.pt` is the model with the best mean of automatic and prompted validation Dice. Several GPUs:
 `torchrun --nproc_per_node=N -m monai.bundle run training --config_file
 "['configs/train.json','configs/multi_gpu_train.json']" ...`.
@@ -94,8 +95,8 @@ python -m monai.bundle run evaluating --meta_file configs/metadata.json \\
     --config_file "['configs/train.json','configs/evaluate.json']" --logging_file configs/logging.conf
 ```
 
-On the validation cases (or, with `--evaluate_all True --dataset_dir <folder> --datalist_file None`, on every case
-of a folder the model never saw): `eval/metrics.csv` per case and output (Dice, IoU, HD95, and the vertical
+On the validation cases (or, with `--evaluate_all True --dataset_dir <folder>`, on every case of a folder the model
+never saw): `eval/metrics.csv` per case and output (Dice, IoU, HD95, and the vertical
 cup-to-disc ratio error where the bundle sets `cup_to_disc`), `eval/summary.json`, `eval/predictions/`.
 
 ## Inference

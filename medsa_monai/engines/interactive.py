@@ -77,14 +77,15 @@ class InteractiveEvaluator(Evaluator):
         self.network.eval()
         names, results = [], []
         for b in range(image.shape[0]):
-            case, reference = image[b:b + 1], label_map(label[b])
+            case = image[b:b + 1]  # regions keep their channels (nested outputs); classes become a label map
+            reference = label_map(label[b]) if self.network.background_channel else label[b].detach().cpu().numpy()
             with torch.autocast(torch.device(engine.state.device).type, enabled=bool(self.amp)):
                 result = simulate_clicks(self.network, case, reference, self.num_clicks, self.mask_feedback,
                                          self.with_box)
                 if self.protocol_clicks:
                     result.protocol = run_protocol(self.network, case, reference, self._spacing(image, b),
                                                    self.protocol_clicks, self.seed, self.mask_feedback)
-                if self.slice_protocol and reference.ndim == 3:
+                if self.slice_protocol and case.ndim == 5:
                     result.slice_click_dice = slice_click_dice(self.network, case, reference)
             results.append(result)
             names.append(case_name({"label": label[b], "image": image[b]}))

@@ -20,16 +20,16 @@ logger = logging.getLogger(__name__)
 class PromptedValidation:
     """Measure prompted Dice on the validator's cases and combine it with its automatic key metric.
 
-    On every validation case (``engine.state.batch``: the whole pre-processed image and its class-index label),
+    On every validation case (``engine.state.batch``: the whole pre-processed image and its class-index label, or
+    its region channels),
     the CVPR 2025 protocol's first steps run (:func:`~medsa_monai.evaluation.run_protocol`): the box, then
     ``num_clicks`` corrective clicks. At the end of the validation ``engine.state.metrics`` gets
     ``prompted_metric`` (mean over cases, classes and steps of the prompted Dice) and ``selection_metric``, the mean
     of ``automatic_metric`` (the validator's own metric, e.g. ``val_mean_dice``) and the prompted Dice, which the
     checkpoint saver and early stopping then follow, so that the model kept is good with and without prompts.
 
-    Attach it before the ``CheckpointSaver`` (list it first among the validator's handlers). For region labels
-    (one binary channel per region) prompted Dice is not defined here: the selection metric is then the automatic
-    one.
+    Attach it before the ``CheckpointSaver`` (list it first among the validator's handlers). Regions (one binary
+    channel each, nested or overlapping) are prompted and scored each on its own.
 
     Args:
         network: the :class:`~medsa_monai.networks.MedSA` being validated.
@@ -63,10 +63,10 @@ class PromptedValidation:
         device = next(network.parameters()).device
         try:
             for item in items:
-                if item["label"].shape[0] != 1:  # regions
-                    continue
                 image = torch.as_tensor(item["image"])[None].to(device)
-                result = run_protocol(network, image, label_map(item["label"]), num_clicks=self.num_clicks)
+                label = torch.as_tensor(item["label"])
+                reference = label_map(label) if network.background_channel else label.numpy()  # regions: channels
+                result = run_protocol(network, image, reference, num_clicks=self.num_clicks)
                 values = result.dice[np.isfinite(result.dice)]
                 if values.size:
                     self._dice.append(float(values.mean()))

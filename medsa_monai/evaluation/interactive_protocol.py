@@ -45,6 +45,7 @@ from scipy import ndimage
 
 from ..prompts.sampling import bounding_box
 from .metrics import dice_score
+from .output_masks import predicted_masks, reference_masks
 
 __all__ = ["ProtocolResult", "protocol_box", "protocol_click", "protocol_auc", "surface_dice", "run_protocol",
            "summarize_protocol"]
@@ -191,15 +192,6 @@ def surface_dice(prediction: np.ndarray, reference: np.ndarray, spacing: Sequenc
     return float(value.item())
 
 
-def _label_map(network, low_res: torch.Tensor, spatial: tuple[int, ...], present: np.ndarray) -> np.ndarray:
-    """Low-resolution logits -> label map, classes absent from the reference never predicted."""
-    logits = network.postprocess(low_res, spatial)[0]
-    foreground = (logits[1:] if network.background_channel else logits).float().clone()
-    foreground[torch.as_tensor(~present, device=foreground.device)] = -math.inf
-    best = foreground.max(0)
-    return torch.where(best.values > 0, best.indices + 1, 0).cpu().numpy()
-
-
 @torch.no_grad()
 def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
                  spacing: Sequence[float] | None = None, num_clicks: int = 5, seed: int = 0,
@@ -213,7 +205,8 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
         network: a :class:`~medsa_monai.networks.MedSA`, or any object with ``encode``, ``decode``,
             ``postprocess``, ``num_classes`` and ``background_channel`` like it.
         image: ``(1, C, H, W[, D])`` pre-processed image.
-        label: ``(H, W[, D])`` reference label map, class ``k`` is value ``k`` (``k = 1..network.num_classes``).
+        label: ``(H, W[, D])`` reference label map, class ``k`` is value ``k`` (``k = 1..network.num_classes``), or
+            ``(K, H, W[, D])`` region channels (nested or overlapping outputs, each prompted and scored on its own).
         spacing: voxel size per spatial axis (mm), for the NSD and the click distance transform; ``None`` for 1.
         num_clicks: corrective clicks after the box (5 in the challenge).
         seed: seed of the tie-breaking choices of the click placement.
@@ -225,13 +218,10 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
     if image.ndim < 4 or image.shape[0] != 1:
         raise ValueError(f"image must be (1, C, *spatial), got {tuple(image.shape)}")
     spatial = tuple(image.shape[2:])
-    label = label.cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
-    if label.shape != spatial:
-        raise ValueError(f"label shape {label.shape} differs from the image's spatial shape {spatial}")
     if spacing is not None and len(spacing) != len(spatial):
         raise ValueError(f"spacing {tuple(spacing)} does not have {len(spatial)} entries")
     classes, dims, steps = network.num_classes, len(spatial), num_clicks + 1
-    references = [label == k + 1 for k in range(classes)]
+    references = reference_masks(label, classes, spatial)
     present = np.array([bool(ref.any()) for ref in references])
 
     boxes = np.full((classes, 2 * dims), np.nan, dtype=np.float32)
@@ -246,12 +236,12 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
         device = embeddings.device
         box_prompt = torch.as_tensor(boxes, device=device)[None]
         low_res = None
-        prediction = np.zeros(spatial, dtype=np.int64)
+        predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
         for step in range(steps):
             points = point_labels = mask_inputs = None
             if step:
                 for k in np.flatnonzero(present):
-                    click = protocol_click(prediction == k + 1, references[k], spacing, seed)
+                    click = protocol_click(predicted[k], references[k], spacing, seed)
                     if click is not None:
                         clicks[k].append(click)
                 slots = max(len(c) for c in clicks)
@@ -266,10 +256,10 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
                     mask_inputs = low_res.clone()
                     mask_inputs[:, torch.as_tensor(~present, device=mask_inputs.device)] = math.nan
             low_res = network.decode(embeddings, image.shape, points, point_labels, box_prompt, mask_inputs)
-            prediction = _label_map(network, low_res, spatial, present)
+            predicted = predicted_masks(network, low_res, spatial, present)
             for k in np.flatnonzero(present):
-                dice[step, k] = dice_score(prediction == k + 1, references[k])
-                nsd[step, k] = surface_dice(prediction == k + 1, references[k], spacing)
+                dice[step, k] = dice_score(predicted[k], references[k])
+                nsd[step, k] = surface_dice(predicted[k], references[k], spacing)
 
     click_steps = slice(1, None) if num_clicks else slice(0, None)
     dsc_auc = np.array([protocol_auc(dice[click_steps, k]) for k in range(classes)])

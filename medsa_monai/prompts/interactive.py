@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..evaluation.metrics import dice_score
+from ..evaluation.output_masks import predicted_masks, reference_masks
 from .sampling import bounding_box, next_click
 
 __all__ = ["InteractiveResult", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice"]
@@ -39,14 +40,6 @@ def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
     return noc
 
 
-def _segmentation(network, low_res: torch.Tensor, spatial: tuple[int, ...]) -> np.ndarray:
-    logits = network.postprocess(low_res, spatial)
-    if network.background_channel:
-        return logits.argmax(1)[0].cpu().numpy()
-    fg = logits[0] > 0
-    return np.where(fg.any(0).cpu().numpy(), logits[0].argmax(0).cpu().numpy() + 1, 0)
-
-
 @torch.no_grad()
 def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks: int = 5, mask_feedback: bool = True,
                     with_box: bool = True) -> InteractiveResult:
@@ -60,26 +53,27 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
     Args:
         network: a :class:`~medsa_monai.networks.MedSA` (any object with ``encode`` / ``decode`` / ``postprocess``).
         image: ``(1, C, *spatial)`` pre-processed image.
-        label: ``spatial`` reference label map (class ``k`` is value ``k``).
+        label: the reference: a ``spatial`` label map (class ``k`` is value ``k``) or ``(K, *spatial)`` region
+            channels (nested or overlapping outputs, each scored on its own).
         num_clicks: clicks per class.
         mask_feedback: feed the previous prediction back as SAM's mask prompt.
         with_box: also measure Dice with the reference bounding boxes as prompts.
     """
     classes = network.num_classes
     spatial = tuple(image.shape[2:])
-    references = [label == k + 1 for k in range(classes)]
+    references = reference_masks(label, classes, spatial)
     present = [bool(ref.any()) for ref in references]
     embeddings = network.encode(image)
     device = embeddings.device
 
     clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]
-    prediction = np.zeros(spatial, dtype=np.int64)
+    predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
     low_res = None
     click_dice = np.full((num_clicks, classes), math.nan)
     for step in range(num_clicks):
         for k in range(classes):
             if present[k]:
-                click = next_click(prediction == k + 1, references[k])
+                click = next_click(predicted[k], references[k])
                 if click is not None:
                     clicks[k].append(click)
         slots = max(1, max(len(c) for c in clicks))
@@ -91,8 +85,8 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
                 labels[0, k, i] = int(positive)
         low_res = network.decode(embeddings, image.shape, points, labels,
                                  mask_inputs=low_res if mask_feedback and step else None)
-        prediction = _segmentation(network, low_res, spatial)
-        click_dice[step] = [dice_score(prediction == k + 1, references[k]) if present[k] else math.nan
+        predicted = predicted_masks(network, low_res, spatial)
+        click_dice[step] = [dice_score(predicted[k], references[k]) if present[k] else math.nan
                             for k in range(classes)]
 
     box_dice = None
@@ -102,8 +96,8 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
             if present[k]:
                 low, high = bounding_box(references[k])
                 boxes[0, k] = torch.as_tensor(np.concatenate([low, high]), dtype=torch.float32)
-        prediction = _segmentation(network, network.decode(embeddings, image.shape, boxes=boxes), spatial)
-        box_dice = np.array([dice_score(prediction == k + 1, references[k]) if present[k] else math.nan
+        predicted = predicted_masks(network, network.decode(embeddings, image.shape, boxes=boxes), spatial)
+        box_dice = np.array([dice_score(predicted[k], references[k]) if present[k] else math.nan
                              for k in range(classes)])
     return InteractiveResult(click_dice, box_dice)
 
@@ -122,11 +116,11 @@ def slice_click_dice(network, image: torch.Tensor, label: np.ndarray) -> np.ndar
     (:func:`slice_clicks`), all classes prompted at once, one decoder pass per (slice, class).
 
     Returns ``(K,)`` Dice per class, NaN for classes absent from ``label`` (a ``(H, W, D)`` map, class ``k`` is
-    value ``k``).
+    value ``k``, or ``(K, H, W, D)`` region channels).
     """
     classes = network.num_classes
     spatial = tuple(image.shape[2:])
-    references = [label == k + 1 for k in range(classes)]
+    references = reference_masks(label, classes, spatial)
     clicks = [slice_clicks(ref) if ref.any() else np.empty((0, 3), dtype=np.int64) for ref in references]
     dice = np.full(classes, math.nan)
     slots = max(len(c) for c in clicks)
@@ -138,8 +132,8 @@ def slice_click_dice(network, image: torch.Tensor, label: np.ndarray) -> np.ndar
     for k, class_clicks in enumerate(clicks):
         points[0, k, : len(class_clicks)] = torch.as_tensor(class_clicks, dtype=torch.float32)
         labels[0, k, : len(class_clicks)] = 1
-    prediction = _segmentation(network, network.decode(embeddings, image.shape, points, labels), spatial)
+    predicted = predicted_masks(network, network.decode(embeddings, image.shape, points, labels), spatial)
     for k in range(classes):
         if references[k].any():
-            dice[k] = dice_score(prediction == k + 1, references[k])
+            dice[k] = dice_score(predicted[k], references[k])
     return dice
