@@ -114,7 +114,7 @@ def test_cli_create_with_settings_and_sync(tmp_path, capsys):
     edited["train"] = train["train"]
     (bundle / "configs" / "logging.conf").write_text("[loggers]\nkeys=root\n")  # out of step, settings kept
     (bundle / "configs" / "train.json").write_text(json.dumps(edited))
-    assert sync_bundle(bundle, check=True) == ["logging.conf"]
+    assert sync_bundle(bundle, check=True) == ["logging.conf", "metadata.json"]  # settings recorded anew
     main(["bundle", "sync", str(bundle)])
     synced = json.loads((bundle / "configs" / "train.json").read_text())
     assert synced == render_config("train.json", bundle_settings(bundle)["train.json"])

@@ -257,7 +257,8 @@ def _metadata(plan: Mapping, dataset: Mapping, name: str, description: str) -> d
                 "dtype": "float32", "value_range": [], "is_patch_data": plan["spatial_dims"] == 3,
                 "channel_def": channels}},
             "outputs": {"pred": {
-                "type": "image", "format": "classes" if regions else "labels", "num_channels": len(outputs),
+                "type": "image", "format": "classes" if regions else "labels", "modality": "n/a",
+                "num_channels": len(outputs),
                 "spatial_shape": patch,
                 "dtype": "float32", "value_range": [], "is_patch_data": plan["spatial_dims"] == 3,
                 "channel_def": outputs}},
