@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from monai.inferers import SimpleInferer
 
-from medsa_monai.bundle import TimeBudget, default_sam_checkpoint
+from medsa_monai.bundle import TimeBudget, default_sam_checkpoint, latest_checkpoint, prepare_training
 from medsa_monai.inferers import MirroringInferer
 
 
@@ -52,3 +52,23 @@ def test_time_budget_stops_before_overrunning_and_validates_first():
 def test_default_sam_checkpoint():
     assert default_sam_checkpoint("/b", "vit_l") == str(Path("/b/models/sam_vit_l_0b3195.pth"))
     assert default_sam_checkpoint("/b", "vit_tiny") is None
+
+
+def test_a_checkpoint_interrupted_while_written_leaves_the_previous_one(tmp_path, monkeypatch):
+    model = torch.nn.Linear(2, 2)
+    trainer = Engine(lambda engine, batch: None)
+    prepare_training(trainer, None, tmp_path, {"model": model, "trainer": trainer})
+    save = torch.save
+
+    def killed_while_writing_epoch_3(obj, f, *args, **kwargs):
+        if obj["trainer"]["iteration"] < 3:
+            return save(obj, f, *args, **kwargs)
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # SIGINT mid-save; SIGKILL leaves the same temporary file
+
+    monkeypatch.setattr(torch, "save", killed_while_writing_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run([0], max_epochs=5)
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=2.pt"
+    assert torch.load(latest_checkpoint(tmp_path), weights_only=True)["trainer"]["iteration"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_epoch=2.pt"]  # older removed, no temporary left

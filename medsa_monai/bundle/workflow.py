@@ -13,7 +13,7 @@ from pathlib import Path
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import ProgressBar
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 
 from ..data.atomic import atomic_path
@@ -219,9 +219,13 @@ def prepare_training(
         CheckpointLoader(load_path=str(path), load_dict=state, map_location="cpu").attach(trainer)
         logger.info("resuming from %s", path)
     if idist.get_rank() == 0:
-        # ignite names a multi-object checkpoint "checkpoint_epoch=N.pt" (its file prefix stays empty)
-        CheckpointSaver(save_dir=str(ckpt_dir), save_dict=state, save_interval=1, n_saved=1,
-                        epoch_level=True).attach(trainer)
+        # A run killed while saving must leave the previous checkpoint, never a truncated one or none: the file is
+        # written to a temporary name and renamed (ignite's atomic DiskSaver; MONAI's CheckpointSaver writes in
+        # place), and older ones are removed after that (ignite's n_saved removes them before it writes).
+        # ignite names a multi-object checkpoint "checkpoint_epoch=N.pt" (its file prefix stays empty).
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, Checkpoint(
+            state, DiskSaver(str(ckpt_dir), require_empty=False, atomic=True),
+            score_function=lambda engine: engine.state.epoch, score_name="epoch", n_saved=None))
         trainer.add_event_handler(Events.EPOCH_COMPLETED, _remove_older_checkpoints, Path(ckpt_dir))
         if progress_bar:
             ProgressBar(persist=True).attach(trainer)
