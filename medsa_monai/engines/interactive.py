@@ -11,6 +11,7 @@ from monai.engines.utils import default_prepare_batch
 from torch import nn
 
 from ..evaluation.interactive_protocol import run_protocol
+from ..evaluation.paper_protocols import parse_paper_protocol, run_paper_protocol
 from ..evaluation.report import case_name, label_map
 from ..prompts.interactive import simulate_clicks, slice_click_dice
 
@@ -26,7 +27,9 @@ class InteractiveEvaluator(Evaluator):
     - the CVPR 2025 challenge's protocol (:func:`~medsa_monai.evaluation.run_protocol`, with ``protocol_clicks``
       clicks after the box; ``0`` skips it), whose Dice / NSD AUC compare with nnInteractive, SAM-Med3D, VISTA3D;
     - for volumes, Med-SA's own 3D protocol (:func:`~medsa_monai.prompts.slice_click_dice`: a click on every slice
-      of each structure).
+      of each structure);
+    - the Med-SA paper's prompt protocols named in ``paper_protocols`` (``"points_1"``, ``"points_3"``,
+      ``"box_0.75"``, ``"box_0.5"``, see :mod:`~medsa_monai.evaluation.paper_protocols`): Dice and HD95 per class.
 
     Each iteration's output is ``{"cases": [names], "results": [InteractiveResult]}``; attach
     :class:`~medsa_monai.engines.InteractiveReport` to summarise them. Cases are whole pre-processed images or
@@ -41,7 +44,8 @@ class InteractiveEvaluator(Evaluator):
         protocol_clicks: clicks after the box in the CVPR 2025 protocol (5 in the challenge; 0 skips it).
         spacing: voxel size (mm) for the protocol's NSD and click placement; ``None`` reads the image's ``pixdim``.
         slice_protocol: run Med-SA's click-on-every-slice protocol on volumes.
-        seed: seed of the protocol's tie-breaking.
+        paper_protocols: names of the Med-SA paper's protocols to run (one decoder pass each).
+        seed: seed of the protocol's tie-breaking and of the paper protocols' random points and boxes.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class InteractiveEvaluator(Evaluator):
         protocol_clicks: int = 5,
         spacing: Sequence[float] | None = None,
         slice_protocol: bool = True,
+        paper_protocols: Sequence[str] = (),
         seed: int = 0,
     ) -> None:
         super().__init__(device=device, val_data_loader=val_data_loader, prepare_batch=prepare_batch,
@@ -70,6 +75,9 @@ class InteractiveEvaluator(Evaluator):
         self.protocol_clicks = protocol_clicks
         self.spacing = spacing
         self.slice_protocol = slice_protocol
+        self.paper_protocols = tuple(paper_protocols or ())
+        for name in self.paper_protocols:
+            parse_paper_protocol(name)  # a misspelt protocol fails before the first case, not after an hour
         self.seed = seed
 
     def _iteration(self, engine: InteractiveEvaluator, batchdata: dict) -> dict:
@@ -85,8 +93,14 @@ class InteractiveEvaluator(Evaluator):
                 if self.protocol_clicks:
                     result.protocol = run_protocol(self.network, case, reference, self._spacing(image, b),
                                                    self.protocol_clicks, self.seed, self.mask_feedback)
+                if self.paper_protocols:
+                    spacing, embeddings = self._spacing(image, b), self.network.encode(case)
+                    result.paper = {name: run_paper_protocol(self.network, case, reference, name, spacing,
+                                                             self.seed, embeddings)
+                                    for name in self.paper_protocols}
                 if self.slice_protocol and case.ndim == 5:
-                    result.slice_click_dice = slice_click_dice(self.network, case, reference)
+                    result.slice_click_dice = (result.paper["points_1"].dice if "points_1" in self.paper_protocols
+                                               else slice_click_dice(self.network, case, reference))
             results.append(result)
             names.append(case_name({"label": label[b], "image": image[b]}))
         engine.state.output = {"cases": names, "results": results}

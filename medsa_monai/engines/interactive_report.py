@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,8 @@ from ignite.engine import Engine, Events
 
 from ..evaluation.curve_plot import plot_curves
 from ..evaluation.interactive_protocol import summarize_protocol
-from ..evaluation.io import write_csv, write_json
+from ..evaluation.io import atomic_write_text, write_csv, write_json
+from ..evaluation.paper_protocols import paper_table, summarize_paper_protocols
 from ..evaluation.report import class_map
 from ..prompts.interactive import InteractiveResult, clicks_to_reach
 
@@ -32,10 +34,13 @@ class InteractiveReport:
 
     Writes ``interactive_summary.json`` (per class and averaged over classes: mean Dice after each of
     ``report_clicks`` clicks and the whole curve, mean NoC at each threshold within the click budget, mean box
-    Dice; the CVPR 2025 protocol's summary under ``"cvpr2025"`` and Med-SA's click-on-every-slice Dice under
-    ``"slice_clicks"`` when they ran), ``interactive_curves.png`` (Dice against clicks per class) and
-    ``interactive_cases.csv`` (every case, class and click). The same figures go to ``engine.state.metrics``
-    (``dice_<k>_clicks``, ``noc_<t>``, ``box_dice``, ``cvpr_dsc_auc``, ``cvpr_final_dice``, ``slice_clicks_dice``,
+    Dice; the CVPR 2025 protocol's summary under ``"cvpr2025"``, Med-SA's click-on-every-slice Dice under
+    ``"slice_clicks"`` and the Med-SA paper's protocols under ``"medsa_paper"`` when they ran),
+    ``interactive_curves.png`` (Dice against clicks per class) and ``interactive_cases.csv`` (every case, class and
+    click). The paper's protocols (Dice and HD95 per class and their mean) also go to ``summary.json`` under
+    ``"prompt_protocols"`` when the automatic evaluation wrote one there, and to ``paper_table.md``, the layout of
+    the paper's tables. The same figures go to ``engine.state.metrics`` (``dice_<k>_clicks``, ``noc_<t>``,
+    ``box_dice``, ``cvpr_dsc_auc``, ``cvpr_final_dice``, ``slice_clicks_dice``, ``paper_<protocol>_dice``,
     averaged over classes).
     """
 
@@ -92,6 +97,12 @@ class InteractiveReport:
             engine.state.metrics["cvpr_dsc_auc"] = cvpr["mean"]["dsc_auc"]
             engine.state.metrics["cvpr_final_dice"] = cvpr["mean"]["final_dice"]
             engine.state.metrics["cvpr_box_dice"] = cvpr["mean"]["dice"][0]
+        papers = [r.paper for _, r in self.cases if r.paper]
+        if papers:
+            self.summary["medsa_paper"] = summarize_paper_protocols(
+                {name: [p[name] for p in papers] for name in papers[0]}, self.classes)
+            for name, entry in self.summary["medsa_paper"].items():
+                engine.state.metrics[f"paper_{name}_dice"] = entry["mean"]["dice"]
         mean = per_class["mean"]
         if "slice_clicks_dice" in mean:
             engine.state.metrics["slice_clicks_dice"] = mean["slice_clicks_dice"]
@@ -103,13 +114,23 @@ class InteractiveReport:
             engine.state.metrics["box_dice"] = mean["box_dice"]
         logger.info("interactive, %d cases: %s", len(self.cases), ", ".join(
             f"{k}={v:.4f}" for k, v in engine.state.metrics.items()
-            if k.startswith(("dice_", "noc_", "box_", "cvpr_", "slice_"))))
+            if k.startswith(("dice_", "noc_", "box_", "cvpr_", "slice_", "paper_"))))
         if self.output_dir is None:
             return
         write_json(self.output_dir / "interactive_summary.json", self.summary)
+        if "medsa_paper" in self.summary:
+            self._write_paper(self.summary["medsa_paper"])
         curves = {name: per_class[name]["dice_curve"] for name in self.classes}
         plot_curves(self.output_dir / "interactive_curves.png", curves, title=f"Dice after each click, "
                     f"{len(self.cases)} cases (centre of the largest error, previous mask fed back)")
         rows = [[case, self.classes[c], k + 1, result.click_dice[k, c]]
                 for case, result in self.cases for c in range(len(self.classes)) for k in range(clicks)]
         write_csv(self.output_dir / "interactive_cases.csv", ["case", "class", "click", "dice"], rows)
+
+    def _write_paper(self, paper: dict) -> None:
+        atomic_write_text(self.output_dir / "paper_table.md", paper_table(paper, self.classes))
+        automatic = self.output_dir / "summary.json"
+        if automatic.is_file():
+            summary = json.loads(automatic.read_text())
+            summary["prompt_protocols"] = paper
+            write_json(automatic, summary)

@@ -10,6 +10,7 @@ import torch
 
 from ..evaluation.metrics import dice_score
 from ..evaluation.output_masks import predicted_masks, reference_masks
+from ..evaluation.paper_protocols import run_paper_protocol, slice_points
 from .sampling import bounding_box, next_click
 
 __all__ = ["InteractiveResult", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice"]
@@ -24,12 +25,15 @@ class InteractiveResult:
         box_dice: ``(K,)`` Dice with the reference bounding box of each class as the only prompt, or ``None``.
         protocol: the CVPR 2025 protocol's :class:`~medsa_monai.evaluation.ProtocolResult`, or ``None``.
         slice_click_dice: ``(K,)`` Dice of Med-SA's 3D protocol (:func:`slice_click_dice`), or ``None``.
+        paper: the Med-SA paper's protocols that ran, ``{name: PaperProtocolResult}``
+            (:func:`~medsa_monai.evaluation.paper_protocols.run_paper_protocol`), or ``None``.
     """
 
     click_dice: np.ndarray
     box_dice: np.ndarray | None
     protocol: object | None = None
     slice_click_dice: np.ndarray | None = None
+    paper: dict | None = None
 
 
 def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
@@ -105,35 +109,15 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
 def slice_clicks(mask: np.ndarray) -> np.ndarray:
     """One positive click on every slice (last axis) of a 3D ``mask``: the centre (maximum of the distance to the
     background) of the slice's largest connected part. ``(n, 3)`` indices, one per slice holding the structure."""
-    clicks = [(*next_click(np.zeros_like(mask[..., k]), mask[..., k])[0], k)
-              for k in np.flatnonzero(mask.any(axis=(0, 1)))]
-    return np.array(clicks, dtype=np.int64).reshape(-1, 3)
+    return slice_points(mask, 1, np.random.RandomState(0))
 
 
-@torch.no_grad()
 def slice_click_dice(network, image: torch.Tensor, label: np.ndarray) -> np.ndarray:
     """Dice of Med-SA's 3D interactive protocol: one positive click on every slice of each structure
-    (:func:`slice_clicks`), all classes prompted at once, one decoder pass per (slice, class).
+    (:func:`slice_clicks`), all classes prompted at once (the ``"points_1"`` protocol of
+    :func:`~medsa_monai.evaluation.paper_protocols.run_paper_protocol`).
 
     Returns ``(K,)`` Dice per class, NaN for classes absent from ``label`` (a ``(H, W, D)`` map, class ``k`` is
     value ``k``, or ``(K, H, W, D)`` region channels).
     """
-    classes = network.num_classes
-    spatial = tuple(image.shape[2:])
-    references = reference_masks(label, classes, spatial)
-    clicks = [slice_clicks(ref) if ref.any() else np.empty((0, 3), dtype=np.int64) for ref in references]
-    dice = np.full(classes, math.nan)
-    slots = max(len(c) for c in clicks)
-    if not slots:
-        return dice
-    embeddings = network.encode(image)
-    points = torch.zeros(1, classes, slots, 3, device=embeddings.device)
-    labels = torch.full((1, classes, slots), -1, dtype=torch.long, device=embeddings.device)
-    for k, class_clicks in enumerate(clicks):
-        points[0, k, : len(class_clicks)] = torch.as_tensor(class_clicks, dtype=torch.float32)
-        labels[0, k, : len(class_clicks)] = 1
-    predicted = predicted_masks(network, network.decode(embeddings, image.shape, points, labels), spatial)
-    for k in range(classes):
-        if references[k].any():
-            dice[k] = dice_score(predicted[k], references[k])
-    return dice
+    return run_paper_protocol(network, image, label, "points_1").dice
