@@ -14,7 +14,8 @@
    entropy minimisation on the adapter); the same with every decoder parameter (TENT-like); decoder fine-tuning; full
    fine-tuning. Each evaluated on the shifted test images, in the original image resolution.
 
-Everything runs through the bundle ``bundles/samda_skin_lesion`` (``train.json``, ``tta.json``) with overrides.
+Everything runs through the bundle ``bundles/samda_skin_lesion`` (``train.json``, and ``tta.json`` with it) with
+overrides. The figures in the bundle's model card were measured with its version 0.1.0 configs.
 """
 
 from __future__ import annotations
@@ -98,9 +99,9 @@ def train(common: dict, out: Path, data: Path, trainable: str, epochs: int, lr: 
 
 def evaluate(common: dict, out: Path, data: Path, checkpoint: Path, trainable: str, steps: int = 0,
              adapt: str = "adapter", seconds: dict | None = None, **tta: object) -> dict:
-    parser = bundle(["tta.json"], {**common, "dataset_dir": str(data), "bundle_root": str(out),
-                                   "trainable": trainable, "handlers#0#load_path": str(checkpoint),
-                                   "tta_steps": steps, "tta_adapt": adapt, **tta})
+    parser = bundle(["train.json", "tta.json"], {**common, "dataset_dir": str(data), "bundle_root": str(out),
+                                                 "trainable": trainable, "tta#checkpoint#load_path": str(checkpoint),
+                                                 "tta_steps": steps, "tta_adapt": adapt, **tta})
     parser.get_parsed_content("initialize")
     start = time.time()
     parser.get_parsed_content("run")
@@ -141,7 +142,7 @@ def main() -> None:
     }
     common = {"sam_variant": "vit_tiny", "sam_checkpoint": "none", "image_size": args.image_size, "seed": args.seed,
               "network_def#samda_tokens": 2, "num_workers": 0, "batch_size": 4, "progress_bar": False,
-              "tta_views": args.tta_views, "cache_gib": 2}
+              "tta_views": args.tta_views, "embedding_cache_gib": 2}
 
     def params(trainable: str) -> str:
         counts = count_parameters(MedSA(2, 3, 2, "vit_tiny", image_size=args.image_size, trainable=trainable,

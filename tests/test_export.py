@@ -58,11 +58,11 @@ def test_ckpt_export_traces_the_automatic_mode(name, tmp_path):
 
     extra = {"metadata.json": "", "inference.json": ""}
     exported = torch.jit.load(str(bundle / "models" / "model.ts"), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["version"] == "0.1.0"
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert json.loads(extra["metadata.json"])["version"] == meta["version"]
     assert "network_def" in json.loads(extra["inference.json"])
     if input_shape is None:  # the trace input came from the metadata
-        meta = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]
-        input_shape = [1, 3, *meta["inputs"]["image"]["spatial_shape"]]
+        input_shape = [1, 3, *meta["network_data_format"]["inputs"]["image"]["spatial_shape"]]
     # the same numbers as the eager network, at the traced size and at others (the network resizes inside)
     assert verify_torchscript(exported, network, [input_shape, *other_shapes], atol=1e-5) <= 1e-5
 

@@ -13,7 +13,7 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
-from medsa_monai.bundle import label_map_transforms, loading_transforms
+from medsa_monai.bundle import inference_output_transforms, label_map_transforms, loading_transforms
 from medsa_monai.cli import main
 from medsa_monai.data import LabelSpec, SaveLabelMapd, parse_regions, save_probabilities
 from medsa_monai.evaluation.folder import evaluate_folder
@@ -34,6 +34,45 @@ def test_label_values_with_gaps_map_to_consecutive_classes_and_back():
     masks = LabelSpec.from_description({"labels": {"0": "background", "255": "lesion"}}).to_target(
         torch.tensor([[[0, 255, 255]]]))
     assert masks.tolist() == [[[0, 1, 1]]]
+
+
+def test_label_aliases_are_read_as_the_value_they_stand_for():
+    """Masks saved 0 / 1 (MONAI Label) in a data set of 0 / 255 masks: 1 is lesion everywhere, 255 is written."""
+    spec = LabelSpec.from_description({"labels": {"0": "background", "255": "lesion"}, "label_aliases": {"1": 255}})
+    assert spec.values == (0, 255) and spec.accepted_values == (0, 1, 255) and spec.num_outputs == 2
+    assert spec.to_target(torch.tensor([[[0, 1, 255]]], dtype=torch.uint8)).tolist() == [[[0, 1, 1]]]
+    assert spec.output_masks(np.array([0, 1, 255]))["lesion"].tolist() == [False, True, True]
+    assert spec.to_label_map(torch.tensor([[[0, 1]]])).tolist() == [[[0, 255]]]
+    assert spec.to_description()["label_aliases"] == {"1": 255}
+    assert LabelSpec.from_description(spec.to_description()) == spec
+    assert "label_aliases" not in LabelSpec.from_description({"labels": {"0": "background"}}).to_description()
+    regions = LabelSpec.from_description({**BRATS, "label_aliases": {"3": 4}})
+    assert regions.to_target(torch.tensor([[[3]]]))[:, 0, 0].tolist() == [1, 1, 1]
+    for aliases in ({"255": 1}, {"2": 7}):  # an alias that is declared, or stands for an undeclared value
+        with pytest.raises(ValueError, match="label alias"):
+            LabelSpec.from_description({"labels": {"0": "background", "255": "lesion"}, "label_aliases": aliases})
+
+
+def test_inference_writes_label_values_and_gives_viewers_class_indices(tmp_path):
+    """A 2D image: the file holds 0 / 255, ``pred`` (what MONAI Label writes itself) class indices without a
+    channel axis; regions keep the painted label map."""
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(tmp_path / "img.png")
+    spec = LabelSpec.from_description({"labels": {"0": "background", "255": "lesion"}})
+    preprocessing = Compose(loading_transforms(["image"], 2, spec, image_channels=3))
+    item = preprocessing({"image": str(tmp_path / "img.png")})
+    logits = torch.zeros(2, 7, 5)
+    logits[1, :3] = 5.0  # lesion in the first 3 columns (MONAI's first axis)
+    item["pred"] = logits
+    out = Compose(inference_output_transforms(spec, preprocessing, tmp_path / "out", "seg", None, 2))(item)
+    written = np.asarray(Image.open(tmp_path / "out" / "img_seg.png"))
+    assert written.shape == (5, 7) and set(np.unique(written)) == {0, 255} and (written[:, :3] == 255).all()
+    assert tuple(out["pred"].shape) == (7, 5) and set(torch.unique(out["pred"]).tolist()) == {0, 1}
+    regions = LabelSpec.from_description(BRATS)
+    item = preprocessing({"image": str(tmp_path / "img.png")})
+    item["pred"] = torch.full((3, 7, 5), -5.0)
+    item["pred"][:2, :3] = 5.0  # whole and core: painted 2
+    out = Compose(inference_output_transforms(regions, preprocessing, tmp_path / "regions", "", None, 2))(item)
+    assert set(torch.unique(out["pred"]).tolist()) == {0, 2} and tuple(out["pred"].shape) == (7, 5)
 
 
 def test_nnunet_regions_are_one_channel_each_and_paint_in_order():

@@ -239,3 +239,24 @@ def test_click_depth_offsets_in_prompt_mapping():
                              click_depth_radius=2)
     assert prompts.labels[:, 0].tolist() == [[-1, 0], [-1, 0], [1, 0], [1, -1], [1, -1], [1, -1], [1, -1]]
     assert prompts.depth_offsets[:, 0].tolist() == [[0, 0], [0, 1], [2, 2], [1, 0], [0, 0], [1, 0], [2, 0]]
+
+
+def test_deep_volumes_are_encoded_slab_by_slab():
+    image = torch.randn(2, 1, 20, 24, 11)
+    torch.manual_seed(0)
+    slabbed = randomise(MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=True, encode_depth=4)).eval()
+    whole = MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=True).eval()
+    whole.load_state_dict(slabbed.state_dict())
+    with torch.no_grad():
+        embeddings = slabbed.encode(image)
+        by_hand = torch.cat([whole.encode(image[..., k:k + 4]).unflatten(0, (2, -1)) for k in (0, 4, 8)], 1)
+        assert embeddings.shape == whole.encode(image).shape
+        torch.testing.assert_close(embeddings, by_hand.flatten(0, 1))
+        assert not torch.allclose(embeddings, whole.encode(image))  # SD-Trans attends within a slab only
+        assert slabbed(image).shape == (2, 3, 20, 24, 11)
+        per_slice = randomise(MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=False, encode_depth=3))
+        exact = MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=False)
+        exact.load_state_dict(per_slice.state_dict())
+        torch.testing.assert_close(per_slice.eval().encode(image), exact.eval().encode(image))
+    with pytest.raises(ValueError, match="encode_depth"):
+        MedSA(2, 1, 3, "vit_tiny", image_size=32, encode_depth=4)

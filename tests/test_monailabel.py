@@ -32,8 +32,8 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 from PIL import Image
 
+from medsa_monai.data import BTCV_LABELS, make_synthetic_dataset, make_synthetic_lesion_folder
 from medsa_monai.data import Spacingd as MetaSafeSpacingd
-from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
 from medsa_monai.inferers import EmbeddingCache
 from medsa_monai.networks import MedSA
 from medsa_monai.networks.guidance import guidance_to_points
@@ -46,9 +46,14 @@ HIPPO, SKIN = ROOT / "bundles" / "medsa_hippocampus_mri", ROOT / "bundles" / "sa
 HIPPO_TINY = {"sam_variant": "vit_tiny", "image_size": 32, "patch_size": [24, 28, 20], "num_workers": 0,
               "batch_size": 2, "progress_bar": False}
 SKIN_TINY = {"sam_variant": "vit_tiny", "image_size": 64, "num_workers": 0, "batch_size": 2, "progress_bar": False,
-             "cache_gib": 0.25}
-MODELS = {"medsa_hippocampus_mri": (HIPPO, HIPPO_TINY), "samda_skin_lesion": (SKIN, SKIN_TINY)}
-LABELS = {"medsa_hippocampus_mri": {"anterior": 1, "posterior": 2}, "samda_skin_lesion": {"lesion": 1}}
+             "embedding_cache_gib": 0.25}
+CT = ROOT / "bundles" / "medsa_btcv_ct"
+CT_TINY = {"sam_variant": "vit_tiny", "image_size": 32, "patch_size": [16, 16, 8], "num_workers": 0, "batch_size": 1,
+           "progress_bar": False}
+MODELS = {"medsa_hippocampus_mri": (HIPPO, HIPPO_TINY), "samda_skin_lesion": (SKIN, SKIN_TINY),
+          "medsa_btcv_ct": (CT, CT_TINY)}
+LABELS = {"medsa_hippocampus_mri": {"anterior": 1, "posterior": 2}, "samda_skin_lesion": {"lesion": 1},
+          "medsa_btcv_ct": {name: value for value, name in BTCV_LABELS.items() if value}}
 # a volume whose affine flips the first axis and has 2 x 1.5 x 1 mm voxels, so that orientation and spacing matter
 AFFINE = np.array([[-2.0, 0, 0, 20.0], [0, 1.5, 0, -10.0], [0, 0, 1.0, 5.0], [0, 0, 0, 1]])
 
@@ -332,6 +337,18 @@ def test_automatic_inference_in_the_original_geometry(server):
     mask = np.asarray(Image.open(io.BytesIO(body)))
     assert mask.shape == (40, 52) and set(np.unique(mask).tolist()) <= {0, 1}
     assert "Checkpoint keys don't match" not in server.log_tail(10**7)
+
+
+def test_ct_bundle_segments_and_takes_clicks(server):
+    original = nib.load(server.studies / "hippo_0.nii.gz")  # any volume will do: geometry and the click path
+    automatic = _infer_volume(server, "medsa_btcv_ct")
+    assert automatic.shape == original.shape and np.allclose(automatic.affine, original.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(automatic.dataobj)).tolist()) <= set(range(14))
+    seen_automatic = np.asarray(_infer_volume(server, "medsa_btcv_ct_deepedit_seg").dataobj)
+    clicked = _infer_volume(server, "medsa_btcv_ct_deepedit", {"liver": [[3, 5, 10], [4, 6, 10]],
+                                                               "background": [[1, 1, 1]]})
+    assert clicked.shape == original.shape
+    assert not np.array_equal(np.asarray(clicked.dataobj), seen_automatic)
 
 
 def test_clicks_from_the_viewer_prompt_the_network(server):

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import json
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from medsa_monai.networks import MedSA
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "samda_skin_lesion"
 NAME = BUNDLE.name
-VERSION = "0.1.0"
+VERSION = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
 NET = {"sam_variant": "vit_tiny", "image_size": 64, "trainable": "samda"}
 # written into the copied bundle, and not to be packed: outputs, caches, training state, a listed large file
 JUNK = ["eval/tensorboard/events.out.tfevents.1.host", "eval/predictions/a_seg.png", "runs/fold_0/log.txt",
@@ -239,7 +240,7 @@ def test_pack_names_missing_or_invalid_metadata(trained_bundle, tmp_path):
     meta.write_text(text.replace('"version"', '"release"'))
     with pytest.raises(KeyError, match=f"{re.escape(str(meta))}' has no 'version' key"):
         pack_bundle(root, tmp_path)
-    meta.write_text(text.replace('"version": "0.1.0"', '"version": "../0.1"'))
+    meta.write_text(text.replace(f'"version": "{VERSION}"', '"version": "../0.1"'))
     with pytest.raises(ValueError, match="'version' in .* got '../0.1'"):
         pack_bundle(root, tmp_path)
     assert not list(tmp_path.glob("*.zip"))

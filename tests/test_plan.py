@@ -446,6 +446,15 @@ def test_split_cases_refuses_a_fold_the_datalist_does_not_have(caplog):
     assert "fold 2 is ignored" in caplog.text
 
 
+def test_an_empty_list_in_a_datalist_is_named(tmp_path):
+    from medsa_monai.data import find_datalist
+
+    root = make_synthetic_dataset(tmp_path / "data", num_cases=2, shape=(8, 8, 6))  # its "test" list is empty
+    assert len(find_datalist(root, None, "training")) == 2
+    with pytest.raises(ValueError, match=r"lists no 'test' cases .*--input_pattern 'imagesTs/\*\.nii\.gz'"):
+        find_datalist(root, None, "test", ["image"])
+
+
 def test_plan_records_the_datalist_folds(tmp_path):
     fp = compute_fingerprint(_four_channel_volumes(tmp_path / "data"))
     training = [{"image": f"c{i}.nii.gz", "label": f"s{i}.nii.gz"} for i in range(3)]

@@ -1,4 +1,5 @@
-"""The SAM-DA skin-lesion bundle through ``python -m monai.bundle`` on a tiny synthetic image folder."""
+"""The SAM-DA skin-lesion bundle through ``python -m monai.bundle`` on a tiny synthetic image folder: the package's
+template with the skin's settings (0 / 255 masks, also 0 / 1; rotations, contrast and noise; ``trainable="samda"``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .conftest import run_monai_bundle
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "samda_skin_lesion"
 CONFIGS = BUNDLE / "configs"
 TRAIN = str(CONFIGS / "train.json")
+TTA = f"['{TRAIN}','{CONFIGS / 'tta.json'}']"  # test-time adaptation runs with the training config
 FAST = ["--sam_variant", "vit_tiny", "--image_size", "64", "--num_workers", "0"]
 
 
@@ -51,8 +53,9 @@ def test_configs_parse_with_standard_ids(lesions, tmp_path):
         workflow.initialize()
         assert not workflow.check_properties(), config
     tta = ConfigParser()
-    tta.read_config(str(CONFIGS / "tta.json"))
-    for key in ("network_def", "evaluator", "tta_steps", "tta_views", "tta_learning_rate", "tta_mode", "adapting"):
+    tta.read_config([TRAIN, str(CONFIGS / "tta.json")])
+    for key in ("network_def", "tta#evaluator", "tta_steps", "tta_views", "tta_learning_rate", "tta_mode",
+                "adapting"):
         assert key in tta, key
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 3
@@ -88,10 +91,44 @@ def test_train_evaluate_infer_adapt(lesions, trained):
         mask = np.asarray(Image.open(trained / "eval" / "inference" / f"{source.stem}_seg.png"))
         assert mask.shape == np.asarray(Image.open(source)).shape[:2] and set(np.unique(mask)) <= {0, 255}
 
-    log = bundle_cli("run", "adapting", "--config_file", str(CONFIGS / "tta.json"), "--dataset_dir", str(lesions),
+    log = bundle_cli("run", "adapting", "--config_file", TTA, "--dataset_dir", str(lesions),
                      "--bundle_root", str(trained), "--tta_steps", "2", "--tta_views", "4", *FAST)
     assert "lesion: Dice" in log  # masks exist here, so adaptation is also measured
     assert len(list((trained / "eval" / "tta" / "predictions").glob("*.png"))) == 8
+
+
+def _parsed(key: str, **overrides):
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update({"num_workers": 0, **overrides})
+    return parser.get_parsed_content(key)
+
+
+def test_augmentation_rotations_contrast_and_noise(lesions):
+    """The skin's augmentation, from template settings: flips, quarter turns when the patch is square, gamma
+    contrast and weak noise (only without the embedding cache), no intensity scaling or shift."""
+    def steps(**overrides) -> dict[str, object]:
+        transforms = _parsed("train#preprocessing", dataset_dir=str(lesions), image_size=64, **overrides).transforms
+        return {type(t).__name__: t for t in transforms}
+
+    cached = steps()
+    assert "RandRotate90d" in cached and "RandFlipd" in cached
+    assert cached["RandAdjustContrastd"].prob == cached["RandGaussianNoised"].prob == 0.0  # each draw: a new entry
+    medsa = steps(trainable="medsa")
+    assert medsa["RandAdjustContrastd"].prob == 0.3 and medsa["RandGaussianNoised"].prob == 0.3
+    assert medsa["RandGaussianNoised"].rand_gaussian_noise.std == 0.02
+    assert not {"RandScaleIntensityd", "RandShiftIntensityd"} & set(medsa)
+    assert "RandRotate90d" not in steps(patch_size=[64, 48])  # turns would change a non-square patch's shape
+
+
+def test_masks_saved_0_1_or_0_255_are_the_same_lesion(lesions, tmp_path):
+    load = _parsed("validate#preprocessing", dataset_dir=str(lesions))
+    item = {"image": str(lesions / "images" / "lesion_000.png"), "label": str(lesions / "masks" / "lesion_000.png")}
+    binary = tmp_path / "lesion_000.png"
+    Image.fromarray((np.asarray(Image.open(item["label"])) > 0).astype(np.uint8)).save(binary)
+    target = load(dict(item))["label"]
+    assert set(torch.unique(target).tolist()) == {0, 1}
+    assert torch.equal(load({**item, "label": str(binary)})["label"], target)
 
 
 def _dataset_error(folder: Path) -> str:
@@ -135,10 +172,13 @@ def test_medsa_trains_and_continual_adaptation_runs(lesions, trained, tmp_path):
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     assert any("Space_Adapter" in k for k in state) and not any("samda_adapter" in k for k in state)
 
-    bundle_cli("run", "adapting", "--config_file", str(CONFIGS / "tta.json"), "--dataset_dir", str(lesions),
+    unlabelled = tmp_path / "unlabelled"  # a new dermatoscope's images, no masks: adapted and predicted only
+    shutil.copytree(lesions / "images", unlabelled / "images")
+    bundle_cli("run", "adapting", "--config_file", TTA, "--dataset_dir", str(unlabelled),
                "--bundle_root", str(trained), "--tta_steps", "1", "--tta_views", "2", "--tta_mode", "continual",
-               "--output_dir", str(tmp_path / "continual"), *FAST)
+               "--tta_output_dir", str(tmp_path / "continual"), *FAST)
     assert len(list((tmp_path / "continual" / "predictions").glob("*.png"))) == 8
+    assert not (tmp_path / "continual" / "summary.json").exists()
 
 
 def test_training_without_validation_data_saves_the_last_model(lesions, tmp_path):

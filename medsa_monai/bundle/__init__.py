@@ -7,6 +7,8 @@ from .large_files import fetch_large_file, large_file_entries
 from .packaging import BundleIntegrityError, pack_bundle, unpack_bundle, verify_bundle
 from .planned import (
     discrete_output_transforms,
+    inference_output_transforms,
+    intensity_augmentation,
     label_map_transforms,
     label_spec_from,
     loading_transforms,
@@ -29,6 +31,8 @@ __all__ = [
     "discrete_output_transforms",
     "export_torchscript",
     "fetch_large_file",
+    "inference_output_transforms",
+    "intensity_augmentation",
     "label_map_transforms",
     "label_spec_from",
     "large_file_entries",

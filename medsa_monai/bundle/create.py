@@ -30,10 +30,10 @@ TEMPLATE_DIR = Path(__file__).parent / "template"
 TEMPLATE_CONFIGS = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "tta.json")
 _2D_ONLY = ("tta.json",)  # SAM-DA's test-time adaptation works on images
 _RECORD = "medsa_template"  # metadata.json: what each config was rendered with (see _record)
-_PLAN_KEYS = ("labels", "regions", "regions_class_order", "spatial_dims", "in_channels", "modality", "configuration",
-              "slice_axis", "depth_attention", "intensity", "normalization", "sam_variant", "image_size", "pixdim",
-              "patch_size", "batch_size", "sw_overlap", "sw_batch_size", "dataset_cache", "datalist_file", "dataset",
-              "num_folds")
+_PLAN_KEYS = ("labels", "regions", "regions_class_order", "label_aliases", "spatial_dims", "in_channels", "modality",
+              "configuration", "slice_axis", "depth_attention", "intensity", "normalization", "sam_variant",
+              "image_size", "pixdim", "patch_size", "batch_size", "sw_overlap", "sw_batch_size", "dataset_cache",
+              "datalist_file", "dataset", "num_folds")
 _PACKAGES = ("medsa-monai", "segment-anything", "pytorch-ignite", "nibabel", "scipy", "pillow", "tensorboard")
 
 

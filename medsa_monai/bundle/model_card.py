@@ -16,6 +16,15 @@ def _labels(plan: Mapping) -> str:
     return ", ".join(f"{value} {name}" for value, name in plan["labels"].items())
 
 
+def _scheme(scheme: Mapping) -> str:
+    if scheme.get("scheme") == "range":
+        return f"{scheme['range'][0]:g} to {scheme['range'][1]:g} mapped to [0, 1], clipped"
+    if scheme.get("scheme") == "ct":
+        return (f"clipped to {scheme['clip'][0]:g} to {scheme['clip'][1]:g}, z-scored with the data set's "
+                "foreground mean and std")
+    return "z-score per image" + (" on non-zero voxels" if scheme.get("nonzero") else "")
+
+
 def _x(values) -> str:
     return " x ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
@@ -27,9 +36,9 @@ def model_card(plan: Mapping, dataset: Mapping, meta: Mapping, configs: Mapping[
     dims = plan["spatial_dims"]
     channels = meta["network_data_format"]["inputs"]["image"]["channel_def"]
     outputs = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
-    cases = len(dataset.get("training", [])) or "?"
+    cases = len(dataset.get("training", [])) or "its"
     source = meta.get("data_source") or "the ingested data set"
-    norm = ", ".join(f"{s.get('modality', 'channel')}: {s.get('scheme')}" for s in plan.get("normalization") or [])
+    norm = ", ".join(f"{s.get('modality', 'channel')}: {_scheme(s)}" for s in plan.get("normalization") or [])
     if dims == 3:
         geometry = (f"volumes oriented to RAS, resampled to {_x(plan['pixdim'])} mm, transposed so that axis "
                     f"{plan.get('slice_axis')} (the acquisition's through-plane axis) is the one MedSA slices along; "

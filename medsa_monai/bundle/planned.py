@@ -21,12 +21,12 @@ from ..data.checks import CheckImageChannelsd, CheckImageLabeld
 from ..data.labels import LabelSpec, LabelsToTargetd, TargetToLabelsd
 from ..data.loading import LoadImaged
 from ..data.spacing import Spacingd
-from ..data.writers import SaveProbabilitiesd
+from ..data.writers import SaveLabelMapd, SaveProbabilitiesd
 from ..planning.normalization import PlannedNormalized
 from ..planning.plan import slice_last_indices
 
-__all__ = ["label_spec_from", "loading_transforms", "spatial_augmentation", "planned_inferer",
-           "discrete_output_transforms", "label_map_transforms"]
+__all__ = ["label_spec_from", "loading_transforms", "spatial_augmentation", "intensity_augmentation",
+           "planned_inferer", "discrete_output_transforms", "label_map_transforms", "inference_output_transforms"]
 
 def label_spec_from(plan: Mapping | None, default: Mapping) -> LabelSpec:
     """The labels of a plan (``labels``, ``regions``, ``regions_class_order``), else ``default``, a bundle's own
@@ -52,8 +52,8 @@ def loading_transforms(
     Args:
         keys: ``("image",)`` or ``("image", "label")``.
         spatial_dims: 2 for images, 3 for volumes.
-        label_spec: the data set's labels, needed with a label (checked: an undeclared value is an error naming the
-            file).
+        label_spec: the data set's labels, needed with a label (checked: a value neither declared nor an alias is an
+            error naming the file).
         pixdim: target spacing of volumes (RAS order); ``None`` keeps each volume's own.
         slice_axis: the RAS axis of a volume that becomes its last, the axis MedSA slices along
             (:func:`~medsa_monai.planning.slice_last_indices`).
@@ -67,10 +67,10 @@ def loading_transforms(
     has_label = "label" in keys
     if has_label and label_spec is None:
         raise ValueError("loading labels needs the data set's label_spec (the values to check and map)")
-    label_dtype = torch.uint8 if has_label and max(label_spec.values) <= 255 else torch.int32
+    label_dtype = torch.uint8 if has_label and max(label_spec.accepted_values) <= 255 else torch.int32
     transforms: list = [LoadImaged(keys, image_only=True), mt.EnsureChannelFirstd(keys)]
     if has_label:
-        transforms.append(CheckImageLabeld(labels=label_spec.values, image_channels=image_channels))
+        transforms.append(CheckImageLabeld(labels=label_spec.accepted_values, image_channels=image_channels))
     else:
         transforms.append(CheckImageChannelsd("image", image_channels))
     transforms.append(mt.EnsureTyped(keys, dtype=[torch.float32, label_dtype][: len(keys)]))
@@ -88,10 +88,12 @@ def loading_transforms(
     return transforms
 
 
-def spatial_augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Sequence[str] = ("image", "label")
-                         ) -> list:
+def spatial_augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Sequence[str] = ("image", "label"),
+                         rotate90_prob: float = 0.0) -> list:
     """Training's spatial steps: a 2D image is resized whole to ``patch_size``; a volume is padded to it and a patch
-    cropped (two of three centred on foreground); then random flips along every spatial axis."""
+    cropped (two of three centred on foreground); then random flips along every spatial axis and, with
+    ``rotate90_prob`` and a patch square in its first two axes (so that every sample keeps the patch's shape), a
+    random number of quarter turns in that plane (lesions and the like have no up or down)."""
     keys = list(keys)
     if spatial_dims == 2:
         steps: list = [mt.Resized(keys, spatial_size=list(patch_size), mode=["bilinear", "nearest"])]
@@ -99,17 +101,47 @@ def spatial_augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Seq
         steps = [mt.SpatialPadd(keys, spatial_size=list(patch_size)),
                  mt.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=list(patch_size), pos=2, neg=1,
                                            num_samples=1)]
-    return steps + [mt.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    steps += [mt.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    if rotate90_prob > 0 and patch_size[0] == patch_size[1]:
+        steps.append(mt.RandRotate90d(keys, prob=rotate90_prob, spatial_axes=(0, 1)))
+    return steps
 
 
-def planned_inferer(spatial_dims: int, patch_size: Sequence[int], sw_batch_size: int = 1, overlap: float = 0.5
-                    ) -> Inferer:
+def intensity_augmentation(prob: float, scale: float = 0.1, shift: float = 0.1,
+                           gamma: Sequence[float] | None = None, noise_std: float = 0.05,
+                           noise_prob: float | None = None, keys: Sequence[str] | str = "image") -> list:
+    """Training's random intensity steps, each drawn with probability ``prob``: intensities scaled by a factor in
+    ``[1 - scale, 1 + scale]``, shifted by up to ``shift``, a contrast (gamma) change in ``gamma = [low, high]``,
+    then Gaussian noise of ``noise_std`` (with ``noise_prob``, default ``prob``). A step whose amount is 0 or
+    ``None`` is left out, not merely never drawn, so it changes no random stream."""
+    steps: list = []
+    if scale:
+        steps.append(mt.RandScaleIntensityd(keys, factors=scale, prob=prob))
+    if shift:
+        steps.append(mt.RandShiftIntensityd(keys, offsets=shift, prob=prob))
+    if gamma:
+        steps.append(mt.RandAdjustContrastd(keys, prob=prob, gamma=list(gamma)))
+    if noise_std:
+        steps.append(mt.RandGaussianNoised(keys, std=noise_std, prob=prob if noise_prob is None else noise_prob))
+    return steps
+
+
+def planned_inferer(spatial_dims: int, patch_size: Sequence[int], sw_batch_size: int = 1, overlap: float = 0.5,
+                    progress: bool = False, output_device: str | torch.device | None = None) -> Inferer:
     """The whole image at once in 2D (MedSA resizes it to SAM's frame); a Gaussian-weighted sliding window of the
-    plan's patch over volumes."""
+    plan's patch over volumes, ``sw_batch_size`` patches per forward pass, so memory is bounded by the plan and
+    not by the volume.
+
+    Args:
+        progress: a progress bar over the windows of each volume (long CT volumes take minutes).
+        output_device: where the stitched logits are accumulated (default: the input's device). ``"cpu"`` keeps
+            a whole CT's logits (classes x 512 x 512 x slices floats, gigabytes) in host memory while the
+            windows run on the GPU.
+    """
     if spatial_dims == 2:
         return SimpleInferer()
     return SlidingWindowInferer(roi_size=list(patch_size), sw_batch_size=int(sw_batch_size), overlap=overlap,
-                                mode="gaussian")
+                                mode="gaussian", progress=bool(progress), device=output_device)
 
 
 def discrete_output_transforms(label_spec: LabelSpec, with_label: bool = True) -> list:
@@ -140,4 +172,24 @@ def label_map_transforms(label_spec: LabelSpec, preprocessing: mt.Compose | None
                  mt.AsDiscreted("pred", argmax=True, dtype=dtype))
     if to_values:
         steps.append(TargetToLabelsd("pred", label_spec))
+    return steps
+
+
+def inference_output_transforms(label_spec: LabelSpec, preprocessing: mt.Compose | None, output_dir: str | Path,
+                                output_postfix: str = "seg", probabilities_dir: str | Path | None = None,
+                                spatial_dims: int = 3) -> list:
+    """Logits -> a label map file in the data set's own values and the input's geometry
+    (:class:`~medsa_monai.data.SaveLabelMapd`), and ``pred`` as a viewer wants it.
+
+    MONAI Label drops the writer (a ``SaveImaged``) and writes ``pred`` itself, naming the labels by the channels of
+    ``metadata.json``'s ``channel_def``: so with classes ``pred`` keeps the network's class indices (a data set
+    with 0 / 255 masks gives 0 / 1, the file 0 / 255; with consecutive values the two are the same), with regions
+    the painted label map; and a 2D image's ``pred`` loses its channel axis, to be written as a 2D label image.
+    """
+    classes = not label_spec.has_regions
+    steps = label_map_transforms(label_spec, preprocessing, probabilities_dir, to_values=not classes)
+    steps.append(SaveLabelMapd("pred", output_dir, output_postfix, print_log=True,
+                               label_spec=label_spec if classes else None))
+    if spatial_dims == 2:
+        steps.append(mt.SqueezeDimd("pred", dim=0))
     return steps

@@ -1,11 +1,18 @@
 """Data: datalists and splits, pair checks, atomic writers, the synthetic demo data set."""
 
+from .btcv import BTCV_LABELS, TOTALSEGMENTATOR_TO_BTCV, totalsegmentator_to_btcv
 from .checks import CheckImageChannelsd, CheckImageLabeld
-from .datalist import check_files, find_datalist, image_mask_pairs, load_datalist, split_cases
+from .datalist import check_files, find_datalist, has_labels, image_mask_pairs, load_datalist, split_cases
 from .labels import LabelSpec, LabelsToTargetd, TargetToLabelsd, parse_regions
 from .loading import LoadImaged
 from .spacing import Spacingd
-from .synthetic import make_synthetic_dataset, make_synthetic_lesion_folder, synthetic_case
+from .synthetic import (
+    make_synthetic_ct_dataset,
+    make_synthetic_dataset,
+    make_synthetic_lesion_folder,
+    synthetic_case,
+    synthetic_ct_case,
+)
 from .writers import (
     AtomicNibabelWriter,
     AtomicPILWriter,
@@ -17,6 +24,8 @@ from .writers import (
 )
 
 __all__ = [
+    "BTCV_LABELS",
+    "TOTALSEGMENTATOR_TO_BTCV",
     "AtomicNibabelWriter",
     "AtomicPILWriter",
     "CheckImageChannelsd",
@@ -31,8 +40,10 @@ __all__ = [
     "check_files",
     "image_mask_pairs",
     "find_datalist",
+    "has_labels",
     "load_datalist",
     "load_probabilities",
+    "make_synthetic_ct_dataset",
     "make_synthetic_dataset",
     "make_synthetic_lesion_folder",
     "parse_regions",
@@ -40,4 +51,6 @@ __all__ = [
     "save_probabilities",
     "split_cases",
     "synthetic_case",
+    "synthetic_ct_case",
+    "totalsegmentator_to_btcv",
 ]

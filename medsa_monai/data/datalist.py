@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from monai.data import load_decathlon_datalist
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_datalist", "find_datalist", "check_files", "split_cases", "image_mask_pairs"]
+__all__ = ["load_datalist", "find_datalist", "has_labels", "check_files", "split_cases", "image_mask_pairs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -33,6 +34,11 @@ def load_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = No
     if not path.is_file():
         raise FileNotFoundError(f"datalist '{path}' does not exist (dataset_dir must hold an MSD-style dataset.json, "
                                 f"or give datalist_file)")
+    listed = json.loads(path.read_text()).get(key) if path.suffix == ".json" else None
+    if listed is not None and not listed:  # MONAI's loader fails on an empty list with an IndexError
+        raise ValueError(f"datalist '{path}' lists no '{key}' cases" + (
+            " (for a folder of images, e.g. an MSD imagesTs/, give input_pattern, e.g. --input_pattern "
+            "'imagesTs/*.nii.gz')" if key == "test" else ""))
     try:
         data = load_decathlon_datalist(str(path), is_segmentation="label" in keys, data_list_key=key,
                                        base_dir=str(dataset_dir))
@@ -134,6 +140,16 @@ def find_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = No
         return image_mask_pairs(root, "images", label_dir if wants_label else None)
     raise FileNotFoundError(f"'{root}' is neither an MSD folder (dataset.json) nor a plain folder (images/ with "
                             f"labels/ or masks/); give datalist_file")
+
+
+def has_labels(dataset_dir: str | Path, datalist_file: str | Path | None = None) -> bool:
+    """Whether :func:`find_datalist` finds labels in a data set: a datalist (``datalist_file`` or
+    ``<dataset_dir>/dataset.json``, whose training cases are labelled), or ``labels/`` or ``masks/`` beside a plain
+    folder's ``images/``. A folder of images alone is unlabelled (test-time adaptation then only predicts)."""
+    root = Path(dataset_dir)
+    if datalist_file is not None or (root / "dataset.json").is_file():
+        return True
+    return any((root / folder).is_dir() for folder in ("labels", "masks"))
 
 
 def image_mask_pairs(dataset_dir: str | Path, images: str = "images", masks: str | None = "masks") -> list[dict]:

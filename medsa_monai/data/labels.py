@@ -10,6 +10,10 @@ saved as images). Two ways to train on them:
   containing the cup {2}). Regions may overlap or nest, so each is its own sigmoid output (for SAM: one class prompt,
   one mask) and the target has one binary channel per region; a label map is written the nnU-Net way: the regions in
   order, each painting its ``regions_class_order`` value over the ones before it.
+
+Label files may also hold *aliases*, further values that stand for a declared one (``label_aliases``, ``{"1": 255}``:
+a mask saved as 0 / 1 by MONAI Label where the data set's masks are 0 / 255). An alias is read as its value
+everywhere (checks, training targets, metrics); predictions are written in the declared values.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class LabelSpec:
         regions: for region training, the label values each region is made of (empty: class training).
         region_names: the name of each region.
         regions_class_order: the label value each region writes into a label map (nnU-Net v2), in painting order.
+        aliases: ``(alias, value)`` pairs: label files may hold ``alias`` where they mean the declared ``value``.
     """
 
     values: tuple[int, ...]
@@ -43,6 +48,7 @@ class LabelSpec:
     regions: tuple[tuple[int, ...], ...] = ()
     region_names: tuple[str, ...] = ()
     regions_class_order: tuple[int, ...] = ()
+    aliases: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.values) != len(self.names):
@@ -61,6 +67,10 @@ class LabelSpec:
                 if not region or unknown:
                     raise ValueError(f"region '{name}' {list(region)}: values {unknown or '[]'} are not foreground "
                                      f"label values {list(self.values[1:])}")
+        for alias, value in self.aliases:
+            if alias in self.values or alias < 0 or value not in self.values:
+                raise ValueError(f"label alias {alias} -> {value}: an alias must be a non-negative value that is not "
+                                 f"declared, standing for a declared one ({list(self.values)})")
 
     # -- reading and writing ----------------------------------------------------------------------------------
 
@@ -70,8 +80,10 @@ class LabelSpec:
         ``regions_class_order``), the output of :meth:`to_description`, or a plan (which holds the latter)."""
         labels = description["labels"]
         order = description.get("regions_class_order")
+        aliases = {int(k): int(v) for k, v in (description.get("label_aliases") or {}).items()}
         if "regions" in description:  # our own form: labels {value: name} and regions {name: [values]}
-            return cls._build({int(k): str(v) for k, v in labels.items()}, description["regions"] or {}, order)
+            return cls._build({int(k): str(v) for k, v in labels.items()}, description["regions"] or {}, order,
+                              aliases)
         values: dict[int, str] = {}
         regions: dict[str, list[int]] = {}
         for key, item in labels.items():
@@ -88,23 +100,43 @@ class LabelSpec:
         if regions:  # nnU-Net v2 lists background and the regions; the values are those the regions use
             for value in sorted({v for vs in regions.values() for v in vs} - set(values)):
                 values[value] = f"label_{value}"
-        return cls._build(values, regions, order)
+        return cls._build(values, regions, order, aliases)
 
     @classmethod
-    def _build(cls, values: Mapping[int, str], regions: Mapping[str, Sequence[int]], order) -> LabelSpec:
+    def _build(cls, values: Mapping[int, str], regions: Mapping[str, Sequence[int]], order,
+               aliases: Mapping[int, int] | None = None) -> LabelSpec:
         values = dict(values)
         values.setdefault(0, "background")
         if regions and order is None:
             order = _default_region_order(list(regions.values()))
         return cls(tuple(sorted(values)), tuple(values[v] for v in sorted(values)),
                    tuple(tuple(int(v) for v in r) for r in regions.values()), tuple(str(n) for n in regions),
-                   tuple(int(v) for v in order) if regions else ())
+                   tuple(int(v) for v in order) if regions else (), tuple(sorted((aliases or {}).items())))
 
     def to_description(self) -> dict:
-        """``{"labels": {value: name}, "regions": {name: [values]}, "regions_class_order": [...]}`` (JSON-ready)."""
-        return {"labels": {str(v): n for v, n in zip(self.values, self.names, strict=True)},
-                "regions": {n: list(r) for n, r in zip(self.region_names, self.regions, strict=True)},
-                "regions_class_order": list(self.regions_class_order)}
+        """``{"labels": {value: name}, "regions": {name: [values]}, "regions_class_order": [...]}`` (JSON-ready),
+        with ``"label_aliases": {alias: value}`` when there are aliases."""
+        description = {"labels": {str(v): n for v, n in zip(self.values, self.names, strict=True)},
+                       "regions": {n: list(r) for n, r in zip(self.region_names, self.regions, strict=True)},
+                       "regions_class_order": list(self.regions_class_order)}
+        if self.aliases:
+            description["label_aliases"] = {str(a): v for a, v in self.aliases}
+        return description
+
+    @property
+    def accepted_values(self) -> tuple[int, ...]:
+        """Every value a label file may hold: the declared values and their aliases, sorted."""
+        return tuple(sorted({*self.values, *(alias for alias, _ in self.aliases)}))
+
+    def canonical(self, label):
+        """``label`` (a tensor or an array) with every alias replaced by the declared value it stands for."""
+        for alias, value in self.aliases:
+            if isinstance(label, torch.Tensor):
+                label = torch.where(label == alias, torch.tensor(value, dtype=label.dtype, device=label.device),
+                                    label)
+            else:
+                label = np.where(np.asarray(label) == alias, value, label)
+        return label
 
     # -- what the network outputs -----------------------------------------------------------------------------
 
@@ -124,6 +156,7 @@ class LabelSpec:
 
     def output_masks(self, label_map: np.ndarray) -> dict[str, np.ndarray]:
         """``{output name: boolean mask}`` of a label map in original values: what each output should segment."""
+        label_map = self.canonical(label_map)
         if self.regions:
             return {n: np.isin(label_map, r) for n, r in zip(self.region_names, self.regions, strict=True)}
         return {n: label_map == v for v, n in zip(self.values[1:], self.names[1:], strict=True)}
@@ -131,7 +164,7 @@ class LabelSpec:
     def to_target(self, label: torch.Tensor) -> torch.Tensor:
         """A label map ``(1, *spatial)`` in original values -> the training target: consecutive class indices
         ``(1, *spatial)``, or one binary channel per region ``(R, *spatial)``."""
-        label = torch.as_tensor(label)
+        label = self.canonical(torch.as_tensor(label))
         if self.regions:
             lut_regions = [torch.isin(label[0], torch.tensor(r, device=label.device)) for r in self.regions]
             return torch.stack(lut_regions).to(torch.uint8)

@@ -15,7 +15,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["make_synthetic_dataset", "synthetic_case", "make_synthetic_lesion_folder"]
+__all__ = ["make_synthetic_dataset", "synthetic_case", "make_synthetic_lesion_folder", "synthetic_ct_case",
+           "make_synthetic_ct_dataset"]
 
 CLASS_NAMES = {"0": "background", "1": "head", "2": "tail"}
 
@@ -120,4 +121,80 @@ def make_synthetic_lesion_folder(output_dir: str | Path, num_images: int = 8, si
         name = f"lesion_{i:03d}.png"
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(output_dir / "images" / name)
         Image.fromarray((lesion * 255).astype(np.uint8)).save(output_dir / "masks" / name)
+    return output_dir
+
+
+# organ: (centre as a fraction of the body's half-axes, radii in mm, mean HU), BTCV's values
+_CT_ORGANS = {
+    6: ((-0.35, -0.1, 0.1), (60.0, 50.0, 55.0), 60.0),  # liver, patient's right (array axis 0 towards L in RAS)
+    1: ((0.45, 0.35, 0.15), (30.0, 25.0, 35.0), 45.0),  # spleen
+    2: ((-0.3, 0.45, -0.25), (20.0, 18.0, 30.0), 150.0),  # right kidney
+    3: ((0.3, 0.45, -0.25), (20.0, 18.0, 30.0), 150.0),  # left kidney
+    8: ((0.05, 0.3, 0.0), (9.0, 9.0, 80.0), 200.0),  # aorta
+}
+
+
+def synthetic_ct_case(shape: tuple[int, int, int], spacing: tuple[float, float, float], rng: np.random.RandomState,
+                      organs: tuple[int, ...] = (6, 1, 2, 3, 8)) -> tuple[np.ndarray, np.ndarray]:
+    """One abdominal-CT-like ``(image int16 in HU, label uint8)`` pair of ``shape`` at ``spacing`` (mm, RAS array
+    order): air (-1000 HU), an elliptic body of fat (-100) and muscle (40) around a vertebra (400), and organs
+    with BTCV's label values (``organs``, any of 1 spleen, 2 / 3 kidneys, 6 liver, 8 aorta) at their own HU, with
+    seeded jitter of position, size and contrast, noise of about 15 HU and a partial-volume blur."""
+    spacing_ = np.asarray(spacing, dtype=float)
+    grid = np.stack(np.meshgrid(*[(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing_, strict=True)],
+                                indexing="ij"), -1)
+    half = np.array(shape) * spacing_ / 2
+    body_axes = half[:2] * rng.uniform(0.8, 0.9, size=2)
+    body = ((grid[..., :2] / body_axes) ** 2).sum(-1) <= 1.0
+    image = np.full(shape, -1000.0)
+    image[body] = -100.0
+    image[((grid[..., :2] / (body_axes * 0.85)) ** 2).sum(-1) <= 1.0] = 40.0
+    spine = ((grid[..., 0] / 15.0) ** 2 + ((grid[..., 1] - 0.6 * body_axes[1]) / 15.0) ** 2) <= 1.0
+    image[spine] = 400.0
+    label = np.zeros(shape, dtype=np.uint8)
+    for value in organs:
+        centre, radii, hu = _CT_ORGANS[value]
+        centre = np.array([centre[0] * body_axes[0], centre[1] * body_axes[1], centre[2] * half[2]])
+        centre = centre + rng.uniform(-5, 5, size=3)
+        radii = np.array(radii) * rng.uniform(0.85, 1.15, size=3)
+        inside = (((grid - centre) / radii) ** 2).sum(-1) <= 1.0
+        label[inside & body] = value
+        image[inside & body] = hu + rng.uniform(-10, 10)
+    image = ndimage.gaussian_filter(image, sigma=0.6 / spacing_ * spacing_.min())
+    image += rng.normal(0.0, 15.0, size=shape)
+    return np.clip(np.round(image), -1024, 3071).astype(np.int16), label
+
+
+def make_synthetic_ct_dataset(output_dir: str | Path, num_cases: int = 6, shape: tuple[int, int, int] = (64, 64, 24),
+                              spacing: tuple[float, float, float] = (3.0, 3.0, 5.0), seed: int = 0,
+                              organs: tuple[int, ...] = (6, 1, 2, 3, 8)) -> Path:
+    """Seeded abdominal-CT-like volumes (:func:`synthetic_ct_case`) in the MSD layout (``imagesTr`` /
+    ``labelsTr``, ``dataset.json`` with modality CT and BTCV's names of ``organs``). Returns the folder."""
+    from .btcv import BTCV_LABELS
+
+    output_dir = Path(output_dir)
+    (output_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (output_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    training = []
+    for i in range(num_cases):
+        image, label = synthetic_ct_case(shape, spacing, rng, organs)
+        affine = np.diag([*spacing, 1.0])
+        affine[:3, 3] = rng.uniform(-200, 200, size=3)
+        name = f"ct_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, affine), output_dir / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, affine), output_dir / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    description = {
+        "name": "SyntheticAbdomenCT",
+        "description": "Seeded abdominal-CT-like volumes in HU (medsa_monai.data.synthetic)",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {str(v): BTCV_LABELS[v] for v in (0, *sorted(organs))},
+        "numTraining": num_cases,
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    (output_dir / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
     return output_dir

@@ -172,6 +172,10 @@ class MedSA(nn.Module):
             token; ``False`` (the default) keeps a prompted pair's decoding exactly SAM's.
         prompt_propagation: in 3D at inference, propagate prompts slice by slice (see above); ``None`` means yes
             for 3D networks.
+        encode_depth: in 3D, encode a deeper volume in consecutive slabs of at most this many slices (SD-Trans
+            attends within a slab), so that encoding a whole CT (hundreds of slices, as the interactive protocols
+            and clicks do) needs the memory of one training slab, not of the volume; ``None`` encodes any depth at
+            once. Without SD-Trans slices are encoded independently, so the result does not depend on it.
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class MedSA(nn.Module):
         input_layer: bool | None = None,
         prompt_class_token: bool = False,
         prompt_propagation: bool | None = None,
+        encode_depth: int | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -261,6 +266,10 @@ class MedSA(nn.Module):
         self.prompt_propagation = spatial_dims == 3 if prompt_propagation is None else bool(prompt_propagation)
         if self.prompt_propagation and spatial_dims != 3:
             raise ValueError("prompt_propagation is for 3D networks (spatial_dims=3)")
+        if encode_depth is not None and (spatial_dims != 3 or int(encode_depth) < 1):
+            raise ValueError(f"encode_depth must be None, or a positive slab depth for a 3D network, got "
+                             f"{encode_depth}")
+        self.encode_depth = None if encode_depth is None else int(encode_depth)
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -278,8 +287,16 @@ class MedSA(nn.Module):
     # -- the three stages -------------------------------------------------------------------------------------
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Image ``(B, C, H, W[, D])`` -> image embeddings ``(B * D, 256, S / 16, S / 16)``, one per slice."""
+        """Image ``(B, C, H, W[, D])`` -> image embeddings ``(B * D, 256, S / 16, S / 16)``, one per slice (volumes
+        deeper than ``encode_depth`` slab by slab)."""
         self.check_image(image)
+        if self.spatial_dims == 3 and self.encode_depth is not None and image.shape[-1] > self.encode_depth:
+            slabs = [self._encode(slab).unflatten(0, (image.shape[0], -1))
+                     for slab in image.split(self.encode_depth, dim=-1)]
+            return torch.cat(slabs, dim=1).flatten(0, 1)
+        return self._encode(image)
+
+    def _encode(self, image: torch.Tensor) -> torch.Tensor:
         if self.spatial_dims == 3:
             depth = image.shape[-1]
             slices = image.permute(0, 4, 1, 2, 3).reshape(-1, *image.shape[1:4])
