@@ -20,7 +20,7 @@ from .test_pipeline_matrix import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = Path(__file__).parent / "data" / "bundle_metadata_schema.json"
-SHIPPED = ["medsa_hippocampus_mri", "medsa_fundus_disc_cup", "samda_skin_lesion"]
+SHIPPED = ["medsa_hippocampus_mri", "medsa_fundus_disc_cup", "samda_skin_lesion", "medsa_btcv_ct"]
 TINY = ["--sam_checkpoint", "None", "--trainable", "full", "--image_size", "32", "--num_workers", "0",
         "--progress_bar", "False", "--max_epochs", "1", "--val_interval", "1", "--batch_size", "2"]
 
