@@ -58,42 +58,45 @@ def synthetic_case(shape: tuple[int, int, int], rng: np.random.RandomState) -> t
     return noisy.astype(np.float32), label
 
 
+def _write_msd(output_dir: str | Path, cases, name: str, description: str, modality: str, labels: dict) -> Path:
+    """Write ``cases`` (``(file name, image, label, affine)``) as ``imagesTr/`` / ``labelsTr/`` NIfTI files with an
+    MSD ``dataset.json``; returns the folder."""
+    output_dir = Path(output_dir)
+    (output_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (output_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
+    training = []
+    for file_name, image, label, affine in cases:
+        nib.save(nib.Nifti1Image(image, affine), output_dir / "imagesTr" / file_name)
+        nib.save(nib.Nifti1Image(label, affine), output_dir / "labelsTr" / file_name)
+        training.append({"image": f"./imagesTr/{file_name}", "label": f"./labelsTr/{file_name}"})
+    dataset = {"name": name, "description": description, "tensorImageSize": "3D", "modality": {"0": modality},
+               "labels": labels, "numTraining": len(training), "numTest": 0, "training": training, "test": []}
+    (output_dir / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    return output_dir
+
+
 def make_synthetic_dataset(output_dir: str | Path, num_cases: int = 24, shape: tuple[int, int, int] = (32, 40, 28),
                            seed: int = 0) -> Path:
     """Write ``num_cases`` seeded volumes as ``imagesTr/`` / ``labelsTr/`` NIfTI files and a ``dataset.json``.
 
     Returns the data set folder. The same seed gives the same files.
     """
-    output_dir = Path(output_dir)
-    (output_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (output_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
     rng = np.random.RandomState(seed)
-    training = []
-    for i in range(num_cases):
-        image, label = synthetic_case(shape, rng)
-        if i % 3 == 0:  # some cases 8-bit, others float with arbitrary scales, as in Task04
-            image = np.clip(image / image.max() * 255, 0, 255).astype(np.uint8)
-        else:
-            image = (image * 10 ** rng.uniform(0, 3)).astype(np.float32)
-        affine = np.diag([1.0, 1.0, 1.0, 1.0])
-        affine[:3, 3] = rng.uniform(-50, 50, size=3)
-        name = f"synth_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), output_dir / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(label, affine), output_dir / "labelsTr" / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    description = {
-        "name": "SyntheticHippocampus",
-        "description": "Seeded synthetic volumes shaped like MSD Task04 (medsa_monai.data.synthetic)",
-        "tensorImageSize": "3D",
-        "modality": {"0": "MRI"},
-        "labels": CLASS_NAMES,
-        "numTraining": num_cases,
-        "numTest": 0,
-        "training": training,
-        "test": [],
-    }
-    (output_dir / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
-    return output_dir
+
+    def cases():
+        for i in range(num_cases):
+            image, label = synthetic_case(shape, rng)
+            if i % 3 == 0:  # some cases 8-bit, others float with arbitrary scales, as in Task04
+                image = np.clip(image / image.max() * 255, 0, 255).astype(np.uint8)
+            else:
+                image = (image * 10 ** rng.uniform(0, 3)).astype(np.float32)
+            affine = np.diag([1.0, 1.0, 1.0, 1.0])
+            affine[:3, 3] = rng.uniform(-50, 50, size=3)
+            yield f"synth_{i:03d}.nii.gz", image, label, affine
+
+    return _write_msd(output_dir, cases(), "SyntheticHippocampus",
+                      "Seeded synthetic volumes shaped like MSD Task04 (medsa_monai.data.synthetic)", "MRI",
+                      CLASS_NAMES)
 
 
 def make_synthetic_lesion_folder(output_dir: str | Path, num_images: int = 8, size: tuple[int, int] = (72, 96),
@@ -172,29 +175,15 @@ def make_synthetic_ct_dataset(output_dir: str | Path, num_cases: int = 6, shape:
     ``labelsTr``, ``dataset.json`` with modality CT and BTCV's names of ``organs``). Returns the folder."""
     from .btcv import BTCV_LABELS
 
-    output_dir = Path(output_dir)
-    (output_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (output_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
     rng = np.random.RandomState(seed)
-    training = []
-    for i in range(num_cases):
-        image, label = synthetic_ct_case(shape, spacing, rng, organs)
-        affine = np.diag([*spacing, 1.0])
-        affine[:3, 3] = rng.uniform(-200, 200, size=3)
-        name = f"ct_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), output_dir / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(label, affine), output_dir / "labelsTr" / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    description = {
-        "name": "SyntheticAbdomenCT",
-        "description": "Seeded abdominal-CT-like volumes in HU (medsa_monai.data.synthetic)",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {str(v): BTCV_LABELS[v] for v in (0, *sorted(organs))},
-        "numTraining": num_cases,
-        "numTest": 0,
-        "training": training,
-        "test": [],
-    }
-    (output_dir / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
-    return output_dir
+
+    def cases():
+        for i in range(num_cases):
+            image, label = synthetic_ct_case(shape, spacing, rng, organs)
+            affine = np.diag([*spacing, 1.0])
+            affine[:3, 3] = rng.uniform(-200, 200, size=3)
+            yield f"ct_{i:03d}.nii.gz", image, label, affine
+
+    return _write_msd(output_dir, cases(), "SyntheticAbdomenCT",
+                      "Seeded abdominal-CT-like volumes in HU (medsa_monai.data.synthetic)", "CT",
+                      {str(v): BTCV_LABELS[v] for v in (0, *sorted(organs))})
