@@ -158,9 +158,9 @@ def main() -> None:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"  {name:9s} {slices:4d} slices: {rows[-1]['seconds']:8.1f} s, "
                   f"{rows[-1]['peak_mib']:8.0f} MiB", flush=True)
+            if args.output:  # after every row: a long run stopped early keeps what it measured
+                Path(args.output).write_text(json.dumps(rows, indent=2) + "\n")
     print(table(rows, args))
-    if args.output:
-        Path(args.output).write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
