@@ -85,6 +85,15 @@ def build(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, list[in
                    norm_name="instance"), [96, 96, 96]
 
 
+def window_count(roi: list[int], shape: tuple[int, ...], overlap: float) -> int:
+    """Sliding windows MONAI's inferer runs over ``shape`` (after padding to the ROI)."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    padded = [max(s, r) for s, r in zip(shape, roi, strict=True)]
+    return len(dense_patch_slices(padded, roi, _get_scan_interval(padded, roi, len(roi), [overlap] * len(roi))))
+
+
 def measure(name: str, slices: int, args: argparse.Namespace) -> dict:
     """Seconds and peak memory of one automatic inference of a ``512 x 512 x slices`` volume (run in a child)."""
     from medsa_monai.bundle import planned_inferer
@@ -113,7 +122,8 @@ def measure(name: str, slices: int, args: argparse.Namespace) -> dict:
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak) - before
     assert tuple(output.shape) == (1, CLASSES, args.in_plane, args.in_plane, slices)
     return {"network": name, "slices": slices, "seconds": seconds, "ms_per_slice": 1000 * seconds / slices,
-            "peak_mib": peak / 2**20, "roi": roi, "device": str(device)}
+            "peak_mib": peak / 2**20, "roi": roi, "device": str(device),
+            "windows": window_count(roi, (args.in_plane, args.in_plane, slices), args.overlap)}
 
 
 def child_command(name: str, slices: int, args: argparse.Namespace) -> list[str]:
@@ -135,6 +145,9 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--sw-batch-size", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--baseline-max-slices", type=int, default=None,
+                        help="run SwinUNETR and DynUNet only up to this many slices (a 2-core CPU needs ~10 min "
+                             "per 32 slices for SwinUNETR); the table still gives their window counts")
     parser.add_argument("--output", default=None, help="write the rows to this JSON file")
     parser.add_argument("--network", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -151,6 +164,8 @@ def main() -> None:
     rows = []
     for slices in args.slices:
         for name in args.networks:
+            if name != "medsa" and args.baseline_max_slices and slices > args.baseline_max_slices:
+                continue
             done = subprocess.run(child_command(name, slices, args), capture_output=True, text=True)
             if done.returncode:
                 print(f"{name} at {slices} slices failed:\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -165,17 +180,19 @@ def main() -> None:
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     by = {(r["network"], r["slices"]): r for r in rows}
-    names = [n for n in args.networks if any(r["network"] == n for r in rows)]
+    names = list(args.networks)
+    rois = {"medsa": list(args.patch), "swinunetr": [96, 96, 96], "dynunet": [96, 96, 96]}
     lines = [f"\nautomatic inference of 1 x {args.in_plane} x {args.in_plane} x D volumes on {args.device} "
              f"({torch.get_num_threads()} threads), overlap {args.overlap}, {args.sw_batch_size} windows per pass; "
              f"MedSA {args.sam_variant} at {args.image_size}, window {' x '.join(map(str, args.patch))}",
-             "| slices | " + " | ".join(f"{n} s | {n} ms/slice | {n} peak MiB" for n in names)
+             "| slices | " + " | ".join(f"{n} windows | {n} s | {n} ms/slice | {n} peak MiB" for n in names)
              + "".join(f" | medsa / {n} per slice" for n in names if n != "medsa") + " |",
-             "|---" * (1 + 3 * len(names) + sum(n != "medsa" for n in names)) + "|"]
+             "|---" * (1 + 4 * len(names) + sum(n != "medsa" for n in names)) + "|"]
     for slices in args.slices:
         cells = []
         for n in names:
             r = by.get((n, slices))
+            cells.append(str(window_count(rois[n], (args.in_plane, args.in_plane, slices), args.overlap)))
             cells += [f"{r['seconds']:.1f}", f"{r['ms_per_slice']:.0f}", f"{r['peak_mib']:.0f}"] if r else ["-"] * 3
         for n in names:
             if n != "medsa":
