@@ -77,7 +77,10 @@ def _demo(args: argparse.Namespace) -> None:
             steps = " / ".join(f"{v:.3f}" for v in cvpr["dice"])
             print(f"  CVPR 2025 protocol: Dice box, then clicks {steps}; DSC_AUC {cvpr['dsc_auc']:.3f}, "
                   f"NSD_AUC {cvpr['nsd_auc']:.3f}, final Dice {cvpr['final_dice']:.3f}, NSD {cvpr['final_nsd']:.3f}")
-        if "slice_clicks_dice" in mean:
+        if "medsa_paper" in report:
+            paper = ", ".join(f"{name} {entry['mean']['dice']:.3f}" for name, entry in report["medsa_paper"].items())
+            print(f"  Med-SA paper's prompts (Dice; HD95 in eval/paper_table.md): {paper}")
+        elif "slice_clicks_dice" in mean:
             print(f"  Med-SA protocol (a click on every slice): Dice {mean['slice_clicks_dice']:.3f}")
     print(f"  predictions: {Path(args.output_dir) / 'eval' / 'predictions'}\n  overlay: {summary['overlay']}")
 
