@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per model")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="bundle settings for every model, e.g. interactive_automatic_loss_weight=0.1")
     options = parser.parse_args()
 
     results = {}
@@ -61,7 +63,8 @@ def main() -> None:
         model = MODELS[name]
         train_files = [str(CONFIGS / "train.json"), *model["files"]]
         common = {"dataset_dir": str(Path(options.data).resolve()), "seed": options.seed, "val_fraction": 0.2,
-                  "num_workers": 2, "progress_bar": "False", **model["args"]}
+                  "num_workers": 2, "progress_bar": "False", **model["args"],
+                  **dict(item.split("=", 1) for item in options.set)}
 
         pilot = bundle("training", train_files, {**common, "bundle_root": str(out / "pilot"), "max_epochs": 1,
                                                   "val_interval": 1000}, log)
