@@ -40,7 +40,8 @@ def figures(out: Path) -> dict[str, float]:
     summary = json.loads((out / "eval" / "summary.json").read_text())
     report = json.loads((out / "eval" / "interactive_summary.json").read_text())
     mean = report["classes"]["mean"]
-    row = {"automatic": summary["classes"]["mean"]["dice"]["mean"], "box": mean.get("box_dice", math.nan)}
+    row = {"automatic": summary["classes"]["mean"]["dice"]["mean"],
+           "automatic, prompts' frame": mean.get("automatic_dice", math.nan), "box": mean.get("box_dice", math.nan)}
     row.update({f"{k} click{'s' if k != '1' else ''}": v for k, v in mean["dice_after_clicks"].items()})
     row.update({"NoC@85": mean["noc"]["85"], "NoC@90": mean["noc"]["90"]})
     cvpr = report.get("cvpr2025", {}).get("mean")

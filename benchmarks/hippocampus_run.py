@@ -51,11 +51,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per model")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the last checkpoint of an earlier run in --out again instead of training")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="bundle settings for every model, e.g. interactive_automatic_loss_weight=0.1")
     options = parser.parse_args()
 
     results = {}
+    results_file = Path(options.out) / "results.json"
     for name in options.models:
         out = Path(options.out).resolve() / name
         out.mkdir(parents=True, exist_ok=True)
@@ -66,13 +69,22 @@ def main() -> None:
                   "num_workers": 2, "progress_bar": "False", **model["args"],
                   **dict(item.split("=", 1) for item in options.set)}
 
-        pilot = bundle("training", train_files, {**common, "bundle_root": str(out / "pilot"), "max_epochs": 1,
-                                                  "val_interval": 1000}, log)
-        epochs = max(1, math.floor(options.minutes * 60 / (pilot * 1.05)))
-        seconds = bundle("training", train_files, {**common, "bundle_root": str(out), "max_epochs": epochs,
-                                                   "val_interval": 5, "warmup_epochs": 1,
-                                                   "time_budget_minutes": options.minutes}, log)
-        last = sorted((out / "models").glob("checkpoint_epoch=*.pt"))[-1]
+        previous = json.loads(results_file.read_text()).get(name, {}) if results_file.is_file() else {}
+        if options.evaluate_only:  # the models of an earlier run, evaluated again with today's code
+            pilot, epochs, seconds = (previous.get(k, math.nan) for k in (
+                "pilot_epoch_seconds", "planned_epochs", "train_seconds"))
+        else:
+            pilot = bundle("training", train_files, {**common, "bundle_root": str(out / "pilot"), "max_epochs": 1,
+                                                      "val_interval": 1000}, log)
+            epochs = max(1, math.floor(options.minutes * 60 / (pilot * 1.05)))
+            seconds = bundle("training", train_files, {**common, "bundle_root": str(out), "max_epochs": epochs,
+                                                       "val_interval": 5, "warmup_epochs": 1,
+                                                       "time_budget_minutes": options.minutes}, log)
+        checkpoints = sorted((out / "models").glob("checkpoint_epoch=*.pt"),
+                             key=lambda path: int(path.stem.split("=")[1]))
+        if not checkpoints:
+            raise SystemExit(f"no checkpoint_epoch=*.pt in {out / 'models'}: nothing to evaluate")
+        last = checkpoints[-1]
         evaluate_files = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), *model["files"]]
         bundle("evaluating", evaluate_files, {**common, "bundle_root": str(out),
                                               "evaluate#handlers#0#load_path": str(last),
@@ -84,7 +96,7 @@ def main() -> None:
         if interactive.is_file():
             entry["interactive"] = json.loads(interactive.read_text())
         results[name] = entry
-        (Path(options.out) / "results.json").write_text(json.dumps(results, indent=2))
+        results_file.write_text(json.dumps(results, indent=2))
 
     print("| model | epochs | class | Dice | HD95 (mm) |")
     print("|---|---|---|---|---|")
@@ -98,14 +110,16 @@ def main() -> None:
             continue
         budget = report["noc_budget"]
         print(f"\n{name}, interactive (every prompt propagated; NoC budget {budget} clicks):\n")
-        print("| class | automatic | box | 1 / 3 / 5 clicks | NoC@85 | NoC@90 | CVPR 2025: box, clicks 1-5 | DSC_AUC |"
+        print("| class | automatic | automatic, prompts' frame | box | 1 / 3 / 5 clicks | NoC@85 | NoC@90 |"
+              " CVPR 2025: box, clicks 1-5 | DSC_AUC |"
               " NSD_AUC | final Dice | final NSD | click on every slice |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         cvpr = report.get("cvpr2025", {})
         for cls, inter in report["classes"].items():
             automatic = entry["classes"].get(cls, {}).get("dice", {}).get("mean", math.nan)
             clicks = " / ".join(f"{inter['dice_after_clicks'].get(k, math.nan):.3f}" for k in ("1", "3", "5"))
-            row = [cls, f"{automatic:.3f}", f"{inter.get('box_dice', math.nan):.3f}", clicks,
+            row = [cls, f"{automatic:.3f}", f"{inter.get('automatic_dice', math.nan):.3f}",
+                   f"{inter.get('box_dice', math.nan):.3f}", clicks,
                    f"{inter['noc']['85']:.2f}", f"{inter['noc']['90']:.2f}"]
             protocol = cvpr.get("mean") if cls == "mean" else cvpr.get("classes", {}).get(cls)
             if protocol:

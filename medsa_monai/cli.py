@@ -70,6 +70,9 @@ def _demo(args: argparse.Namespace) -> None:
         report = json.loads(interactive.read_text())
         mean = report["classes"]["mean"]
         clicks = ", ".join(f"{k} click(s) {v:.3f}" for k, v in mean["dice_after_clicks"].items())
+        if "automatic_dice" in mean:
+            print(f"  prompts' frame (whole pre-processed volume): automatic {mean['automatic_dice']:.3f}, "
+                  f"box {mean.get('box_dice', float('nan')):.3f}")
         print(f"  clicks: Dice after {clicks}; box {mean.get('box_dice', float('nan')):.3f}; "
               f"NoC@85 {mean['noc']['85']:.1f}, NoC@90 {mean['noc']['90']:.1f} (budget {report['noc_budget']})")
         if "cvpr2025" in report:

@@ -32,6 +32,8 @@ class BallsAroundClicks:
         spatial = tuple(image_shape[2:])
         grid = torch.stack(torch.meshgrid(*[torch.arange(s) for s in spatial], indexing="ij"), -1).float()
         logit = torch.full(spatial, -1.0)
+        if boxes is None and points is None:  # automatic mode: a fixed 6 x 6 corner of the square
+            logit[4:10, 4:10] = 1.0
         if boxes is not None:
             low, high = boxes[0, 0, :2], boxes[0, 0, 2:]
             logit[((grid >= low) & (grid <= high)).all(-1)] = 1.0
@@ -71,6 +73,7 @@ def test_clicks_follow_the_errors_and_dice_matches_hand_computation():
     for points, labels, _ in net.calls:  # every click is positive and inside the object here
         assert all(label[tuple(p.long().tolist())] == 1 for p, lab in zip(points, labels, strict=True) if lab == 1)
     assert result.box_dice[0] == pytest.approx(1.0)
+    assert result.automatic_dice[0] == pytest.approx(2 * 36 / (36 + 144))  # no prompt: the corner, same frame
 
 
 def test_noc_counts_the_first_click_reaching_the_threshold():
@@ -92,6 +95,7 @@ def test_interactive_evaluator_and_report(tmp_path):
     square = summary["classes"]["square"]
     assert summary["num_cases"] == 2 and set(square["dice_after_clicks"]) == {"1", "3", "5"}
     assert square["box_dice"] == pytest.approx(1.0)
+    assert square["automatic_dice"] == pytest.approx(0.4) == evaluator.state.metrics["prompt_frame_automatic_dice"]
     rows = (tmp_path / "interactive_cases.csv").read_text().splitlines()
     assert rows[0] == "case,class,click,dice" and len(rows) == 1 + 2 * 5
     curve = np.array([float(r.split(",")[3]) for r in rows[1:]]).reshape(2, 5)

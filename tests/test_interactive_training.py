@@ -221,3 +221,48 @@ def test_prompted_samples_also_train_automatic_mode():
     automatic_only = InteractiveTrainingInferer(max_rounds=0, automatic_loss=loss, seed=1)
     automatic_only(image, net, targets=label)  # no first prompt, no rounds: the main loss is the automatic one
     assert automatic_only.pop_auxiliary_loss() is None
+
+
+def test_a_pair_without_its_class_token_gets_sams_padding_token_instead():
+    from dataclasses import replace
+
+    net = _net(2).eval()
+    spatial = (32, 32)
+    boxes = torch.full((1, 2, 4), math.nan)
+    boxes[0, 0] = torch.tensor([4.0, 4.0, 15.0, 20.0])  # class 1 boxed, class 2 automatic
+    prompts = to_sam_prompts(None, None, boxes, None, spatial_shape=spatial, image_size=64, num_classes=2, batch=1)
+    with torch.no_grad():
+        embeddings = net.encode(torch.rand(1, 1, *spatial, generator=torch.Generator().manual_seed(1)))
+        with_token = net.decode_prompts(embeddings, prompts, 1)
+        kept = net.decode_prompts(embeddings, replace(prompts, class_token=torch.tensor([[True, True]])), 1)
+        dropped = net.decode_prompts(embeddings, replace(prompts, class_token=torch.tensor([[False, False]])), 1)
+        sparse, dense = net.prompt_encoder(points=None, boxes=prompts.boxes[0, :1], masks=None)
+        padding = net.prompt_encoder.not_a_point_embed.weight[None]
+        by_hand, _ = net.mask_decoder(embeddings, net.prompt_encoder.get_dense_pe(),
+                                      torch.cat([sparse, padding], dim=1), dense, multimask_output=False)
+    assert torch.equal(kept, with_token)
+    assert torch.allclose(dropped[0, 0], by_hand[0, 0], atol=1e-5)  # the box and SAM's padding token
+    assert not torch.allclose(dropped[0, 0], with_token[0, 0], atol=1e-3)
+    assert torch.equal(dropped[0, 1], with_token[0, 1])  # an automatic pair has only its class token: untouched
+
+
+def test_class_token_dropout_is_drawn_per_session():
+    image, label, prompts = _batch(3)
+    seen = []
+    for dropout, expected in ((0.0, None), (1.0, False)):
+        net = _net(3)
+
+        def spy(embeddings, sam_prompts, *args, decode=net.decode_prompts, **kwargs):
+            seen.append(sam_prompts.class_token)
+            return decode(embeddings, sam_prompts, *args, **kwargs)
+
+        net.decode_prompts = spy
+        seen.clear()
+        InteractiveTrainingInferer(max_rounds=2, class_token_dropout=dropout, seed=5)(image, net, targets=label,
+                                                                                     **prompts)
+        if expected is None:
+            assert all(flags is None for flags in seen)
+        else:  # every prompted decoding of the session, first round to last, without the token
+            assert seen and all(flags is not None and not flags.any() for flags in seen)
+    with pytest.raises(ValueError, match="class_token_dropout"):
+        InteractiveTrainingInferer(class_token_dropout=1.5)

@@ -89,6 +89,26 @@ def test_a_3d_box_seeds_its_middle_slice_and_bounds_propagation():
     assert (low_res[0, 0] > 0).flatten(0, 1).any(0).all()
 
 
+def test_a_session_under_way_is_corrected_on_the_clicked_slices_only():
+    structure = tube(5, 24)
+    decoder = TubeDecoder(structure)
+    previous = torch.full((1, 1, SIDE, SIDE, 30), -6.0)
+    previous[0, 0, 2:4, 2:4, 3:27] = 6.0  # the previous prediction: wrong place, on slices 3..26
+    box = torch.tensor([[[20.0, 24.0, 5.0, 40.0, 44.0, 24.0]]])
+    clicks = torch.tensor([[[[30.0, 34.0, 12.0], [30.0, 34.0, 20.0]]]])
+    prompts = to_sam_prompts(clicks, torch.ones(1, 1, 2), box, previous, spatial_shape=(64, 64, 30), image_size=64,
+                             num_classes=1, batch=1, click_depth_radius=0)
+    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts, 1, 30)
+    assert sorted(decoder.decoded) == [(12, "click"), (20, "click")]  # nothing else decoded again
+    assert torch.equal(low_res[0, 0, ..., 12], torch.where(structure[..., 12], 8.0, -8.0))
+    others = [z for z in range(30) if z not in (12, 20)]
+    assert torch.equal(low_res[0, 0][..., others], previous[0, 0][..., others])  # kept as they were
+    # without the previous prediction the same prompts propagate through the whole structure
+    decoder = TubeDecoder(structure)
+    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(clicks, torch.ones(1, 1, 2), box), 1, 30)
+    assert (low_res[0, 0] > 0).flatten(0, 1).any(0).tolist() == structure.flatten(0, 1).any(0).tolist()
+
+
 def test_low_res_boxes_in_sam_frame():
     masks = torch.full((2, SIDE, SIDE), -1.0)
     masks[0, 2:5, 7:9] = 1.0

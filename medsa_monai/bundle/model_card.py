@@ -92,7 +92,9 @@ Normalisation per channel: {norm or 'z-score'}. Batch size {plan.get('batch_size
 {train.get('learning_rate')} with warm-up and a cosine schedule, {train.get('max_epochs')} epochs
 (`max_epochs`, `time_budget_minutes`, `early_stop_patience`); interactive training (first prompt, then up to
 {train.get('interactive_max_rounds')} rounds of clicks on the network's own errors with its logits fed back, and
-every prompted sample also decoded in automatic mode so that automatic segmentation keeps its training signal);
+every prompted sample also decoded in automatic mode so that automatic segmentation keeps its training signal;
+half of the sessions without the class token (`interactive_class_token_dropout`), so that boxes and clicks, also
+drawn into the mask prompt (`dense_prompts`), carry the segmentation on their own);
 `model.pt` is the model with the best mean of automatic and prompted validation Dice. Several GPUs:
 `torchrun --nproc_per_node=N -m monai.bundle run training --config_file
 "['configs/train.json','configs/multi_gpu_train.json']" ...`.

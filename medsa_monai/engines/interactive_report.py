@@ -34,13 +34,15 @@ class InteractiveReport:
 
     Writes ``interactive_summary.json`` (per class and averaged over classes: mean Dice after each of
     ``report_clicks`` clicks and the whole curve, mean NoC at each threshold within the click budget, mean box
-    Dice; the CVPR 2025 protocol's summary under ``"cvpr2025"``, Med-SA's click-on-every-slice Dice under
+    Dice, and the automatic Dice of the same images in the same frame (``automatic_dice``, the baseline the prompts
+    are compared with); the CVPR 2025 protocol's summary under ``"cvpr2025"``, Med-SA's click-on-every-slice Dice under
     ``"slice_clicks"`` and the Med-SA paper's protocols under ``"medsa_paper"`` when they ran),
     ``interactive_curves.png`` (Dice against clicks per class) and ``interactive_cases.csv`` (every case, class and
     click). The paper's protocols (Dice and HD95 per class and their mean) also go to ``summary.json`` under
     ``"prompt_protocols"`` when the automatic evaluation wrote one there, and to ``paper_table.md``, the layout of
     the paper's tables. The same figures go to ``engine.state.metrics`` (``dice_<k>_clicks``, ``noc_<t>``,
-    ``box_dice``, ``cvpr_dsc_auc``, ``cvpr_final_dice``, ``slice_clicks_dice``, ``paper_<protocol>_dice``,
+    ``box_dice``, ``prompt_frame_automatic_dice``, ``cvpr_dsc_auc``, ``cvpr_final_dice``, ``slice_clicks_dice``,
+    ``paper_<protocol>_dice``,
     averaged over classes).
     """
 
@@ -82,6 +84,10 @@ class InteractiveReport:
             if boxes:
                 box = np.stack(boxes)
                 entry["box_dice"] = _nanmean(box[:, c] if name != "mean" else np.nanmean(box, 1))
+            automatic = [r.automatic_dice for _, r in self.cases if r.automatic_dice is not None]
+            if automatic:
+                values = np.stack(automatic)
+                entry["automatic_dice"] = _nanmean(values[:, c] if name != "mean" else np.nanmean(values, 1))
             slices = [r.slice_click_dice for _, r in self.cases if r.slice_click_dice is not None]
             if slices:
                 values = np.stack(slices)
@@ -112,9 +118,11 @@ class InteractiveReport:
             engine.state.metrics[f"noc_{t}"] = v
         if "box_dice" in mean:
             engine.state.metrics["box_dice"] = mean["box_dice"]
+        if "automatic_dice" in mean:
+            engine.state.metrics["prompt_frame_automatic_dice"] = mean["automatic_dice"]
         logger.info("interactive, %d cases: %s", len(self.cases), ", ".join(
             f"{k}={v:.4f}" for k, v in engine.state.metrics.items()
-            if k.startswith(("dice_", "noc_", "box_", "cvpr_", "slice_", "paper_"))))
+            if k.startswith(("dice_", "noc_", "box_", "cvpr_", "slice_", "paper_", "prompt_frame_"))))
         if self.output_dir is None:
             return
         write_json(self.output_dir / "interactive_summary.json", self.summary)

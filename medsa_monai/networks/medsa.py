@@ -14,6 +14,7 @@ from torch import nn
 
 from .checkpoint import load_state_dict_checked, read_state_dict
 from .decoder import build_mask_decoder
+from .dense_prompts import draw_prompt_maps
 from .encoder import MedSAImageEncoder
 from .guidance import guidance_to_points
 from .input_layer import ChannelMixer
@@ -176,6 +177,11 @@ class MedSA(nn.Module):
             attends within a slab), so that encoding a whole CT (hundreds of slices, as the interactive protocols
             and clicks do) needs the memory of one training slab, not of the volume; ``None`` encodes any depth at
             once. Without SD-Trans slices are encoded independently, so the result does not depend on it.
+        dense_prompts: also draw boxes and clicks into SAM's mask prompt, as maps aligned with the image
+            (:func:`~medsa_monai.networks.dense_prompts.draw_prompt_maps`: outside a first box certain background,
+            a disk of certain foreground / background at each click, over the previous prediction); ``False`` keeps
+            a prompted pair's decoding exactly SAM's.
+        click_radius: radius of a click's disk in those maps, in low-resolution pixels (``image_size / 4`` frame).
     """
 
     def __init__(
@@ -204,6 +210,8 @@ class MedSA(nn.Module):
         prompt_class_token: bool = False,
         prompt_propagation: bool | None = None,
         encode_depth: int | None = None,
+        dense_prompts: bool = False,
+        click_radius: float = 1.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -270,6 +278,10 @@ class MedSA(nn.Module):
             raise ValueError(f"encode_depth must be None, or a positive slab depth for a 3D network, got "
                              f"{encode_depth}")
         self.encode_depth = None if encode_depth is None else int(encode_depth)
+        if click_radius <= 0:
+            raise ValueError(f"click_radius must be positive, got {click_radius}")
+        self.dense_prompts = dense_prompts
+        self.click_radius = float(click_radius)
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -386,9 +398,20 @@ class MedSA(nn.Module):
                     points_part = sparse[:, : offsets.shape[1]] + shift
                     sparse = torch.cat([points_part, sparse[:, offsets.shape[1]:]], dim=1)
                 if self.prompt_class_token:
-                    sparse = torch.cat([sparse, self.class_prompts(cls)[:, None]], dim=1)
-            if prompts.masks is not None:
-                dense = self._dense_embedding(prompts.masks[row, cls], dense)
+                    token = self.class_prompts(cls)[:, None]
+                    if prompts.class_token is not None:
+                        keep = prompts.class_token.to(token.device)[row, cls][:, None, None]
+                        token = torch.where(keep, token, self.prompt_encoder.not_a_point_embed.weight[None])
+                    sparse = torch.cat([sparse, token], dim=1)
+            masks = prompts.masks[row, cls] if prompts.masks is not None else None
+            if self.dense_prompts and (has_points or has_box):
+                masks = draw_prompt_maps(
+                    masks, side, prompts.coords[row, cls] if has_points else None,
+                    prompts.labels[row, cls] if has_points else None,
+                    prompts.depth_offsets[row, cls] if has_points and prompts.depth_offsets is not None else None,
+                    self._drawn_boxes(prompts, row, cls) if has_box else None, self.click_radius)
+            if masks is not None:
+                dense = self._dense_embedding(masks, dense)
             decoded, _ = self.mask_decoder(embeddings[row], image_pe, sparse, dense, multimask_output=False)
             low_res = low_res.index_put((row * classes + cls,), decoded[:, 0].to(low_res.dtype))
         low_res = low_res.view(batch, depth, classes, side, side)
@@ -476,6 +499,14 @@ class MedSA(nn.Module):
             raise ValueError(f"image must be a floating-point tensor, got {image.dtype}")
         if not torch.isfinite(image).all():
             raise ValueError(f"image of shape {tuple(image.shape)} contains NaN or infinite values")
+
+    @staticmethod
+    def _drawn_boxes(prompts: SamPrompts, row: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        boxes = prompts.boxes[row, cls]
+        if prompts.derived_boxes is None:
+            return boxes
+        derived = prompts.derived_boxes.to(boxes.device)[row, cls][:, None]
+        return torch.where(derived, torch.full_like(boxes, float("nan")), boxes)
 
     def _dense_embedding(self, masks: torch.Tensor, no_mask: torch.Tensor) -> torch.Tensor:
         """SAM's mask-prompt embedding of ``masks (M, 1, m, m)``; rows that are NaN get ``no_mask`` instead."""

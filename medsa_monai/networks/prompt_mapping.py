@@ -29,6 +29,12 @@ class SamPrompts:
         masks: ``(N, K, 1, m, m)`` low-resolution mask logits fed back to SAM (NaN for pairs without one), or
             ``None``.
         active: ``(N, K)`` which pairs to decode (``None``: all); the others are left out (NaN logits).
+        class_token: ``(N, K)`` whether a prompted pair gets its class's prompt token beside its prompts, with a
+            network built with ``prompt_class_token`` (``None``: all do); a pair without gets SAM's
+            padding token in its place. Interactive training leaves it out of some sessions, so that boxes
+            and clicks carry the segmentation on their own and are not ignored beside the token.
+        derived_boxes: ``(N, K)`` pairs whose box propagation derived from a neighbouring slice's prediction, not
+            drawn by a user (``None``: none); with ``dense_prompts`` only a user's box is drawn into the mask prompt.
     """
 
     coords: torch.Tensor | None
@@ -37,6 +43,8 @@ class SamPrompts:
     masks: torch.Tensor | None
     depth_offsets: torch.Tensor | None = None
     active: torch.Tensor | None = None
+    class_token: torch.Tensor | None = None
+    derived_boxes: torch.Tensor | None = None
 
     def groups(self, rows: int, classes: int, device: torch.device) -> Iterator[tuple[bool, bool, torch.Tensor,
                                                                                      torch.Tensor]]:

@@ -88,6 +88,14 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
     clicks alone) and stops where a prediction is empty; slices never reached get :data:`EMPTY_LOGIT`. Classes
     without a prompt are decoded in automatic mode on every slice (with their mask prompt, if given).
 
+    A session under way is corrected, not redone: where a prompted class has a mask prompt on a slice (the previous
+    prediction fed back), only its slices with clicks are decoded again (with their clicks, their previous logits,
+    and the box where the slice lies in its range), and every other slice keeps its previous logits; propagation
+    reaches only the slices without one. Propagating again from every seed at each click undid the earlier
+    corrections: on the demo, CVPR 2025 Dice went 0.689 (box) -> 0.678 over five clicks, against 0.689 -> 0.750
+    corrected in place. This is also how interactive training decodes its correction rounds (only the pairs whose
+    prompt changed).
+
     Args:
         network: a :class:`~medsa_monai.networks.MedSA` (its ``decode_prompts`` and ``num_classes``).
         embeddings: ``(B * D, 256, s, s)`` image embeddings, one per slice.
@@ -99,7 +107,7 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
         ``(B, K, m, m, D)`` low-resolution logits.
     """
     embeddings, prompts = _plain(embeddings), SamPrompts(*(_plain(getattr(prompts, name)) for name in (
-        "coords", "labels", "boxes", "masks", "depth_offsets", "active")))
+        "coords", "labels", "boxes", "masks", "depth_offsets", "active", "class_token", "derived_boxes")))
     classes = network.num_classes
     rows = batch * depth
     seeds, box_seeds, first, last = _seeds_and_bounds(prompts, batch, depth, classes)
@@ -110,6 +118,17 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
     low_res = network.decode_prompts(embeddings, automatic, batch, depth)  # (B, K, m, m, D), NaN where prompted
     flat = low_res.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])  # (rows, K, m, m)
 
+    # a session under way: the previous prediction is kept where no new click asks for a change
+    fed_back = torch.zeros_like(seeds)
+    if prompts.masks is not None:
+        fed_back = torch.isfinite(prompts.masks).flatten(2).all(-1) & prompted_rows
+        clicked = (prompts.labels != -1).any(-1) if prompts.labels is not None else torch.zeros_like(seeds)
+        seeds = torch.where(fed_back, clicked, seeds)
+        in_box = torch.isfinite(prompts.boxes).all(-1) if prompts.boxes is not None else torch.zeros_like(seeds)
+        box_seeds = torch.where(fed_back, seeds & in_box, box_seeds)
+        kept = fed_back & ~seeds
+        flat = torch.where(kept[..., None, None], prompts.masks[:, :, 0].to(flat.dtype), flat)
+
     boxes = None
     if prompts.boxes is not None:
         boxes = torch.where(box_seeds[..., None], prompts.boxes, torch.full_like(prompts.boxes, float("nan")))
@@ -118,7 +137,7 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
     seeded = seeded.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])
     flat = torch.where(seeds[..., None, None], seeded, flat)
 
-    decided = seeds.clone()
+    decided = seeds | fed_back
     slice_of_row = torch.arange(rows, device=flat.device) % depth
     row_first = first.repeat_interleave(depth, 0)  # (rows, K)
     row_last = last.repeat_interleave(depth, 0)
@@ -136,7 +155,8 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
         source = torch.where(from_below[..., None, None], below, above)  # the decided neighbour's logits
         masks = torch.where(wave[..., None, None], source, torch.full_like(source, float("nan")))
         wave_boxes, _ = low_res_boxes(masks.nan_to_num(EMPTY_LOGIT).flatten(0, 1))
-        wave_prompts = SamPrompts(None, None, wave_boxes.view(rows, classes, 4), masks[:, :, None], active=wave)
+        wave_prompts = SamPrompts(None, None, wave_boxes.view(rows, classes, 4), masks[:, :, None], active=wave,
+                                  derived_boxes=wave)
         decoded = network.decode_prompts(embeddings, wave_prompts, batch, depth)
         decoded = decoded.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])
         flat = torch.where(wave[..., None, None], decoded, flat)

@@ -27,6 +27,10 @@ class InteractiveResult:
         slice_click_dice: ``(K,)`` Dice of Med-SA's 3D protocol (:func:`slice_click_dice`), or ``None``.
         paper: the Med-SA paper's protocols that ran, ``{name: PaperProtocolResult}``
             (:func:`~medsa_monai.evaluation.paper_protocols.run_paper_protocol`), or ``None``.
+        automatic_dice: ``(K,)`` Dice of the same image decoded without any prompt, in the frame of the prompts
+            (the whole pre-processed image at once, only the classes present predicted, as the prompted modes): the
+            like-for-like baseline of the box and the clicks. The bundle's automatic evaluation (sliding window,
+            original image space) is another frame and can differ from it by a few points.
     """
 
     click_dice: np.ndarray
@@ -34,6 +38,7 @@ class InteractiveResult:
     protocol: object | None = None
     slice_click_dice: np.ndarray | None = None
     paper: dict | None = None
+    automatic_dice: np.ndarray | None = None
 
 
 def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
@@ -49,8 +54,9 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
                     with_box: bool = True) -> InteractiveResult:
     """Simulate a user correcting ``network``'s prediction click by click, every class at once.
 
-    The image embedding is computed once; each click costs one decoder pass. Click ``t + 1`` of class ``k`` goes
-    to the centre of the largest error region of class ``k`` after click ``t`` (positive in a false negative,
+    The image embedding is computed once; each click costs one decoder pass. The image is also decoded once
+    without prompts (``automatic_dice``, the baseline the prompts are compared with). Click ``t + 1`` of class
+    ``k`` goes to the centre of the largest error region of class ``k`` after click ``t`` (positive in a false negative,
     negative in a false positive); the first goes to the centre of the object. With ``mask_feedback`` the previous
     low-resolution logits are given to SAM as its mask prompt.
 
@@ -69,6 +75,9 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
     present = [bool(ref.any()) for ref in references]
     embeddings = network.encode(image)
     device = embeddings.device
+    automatic = predicted_masks(network, network.decode(embeddings, image.shape), spatial, np.array(present))
+    automatic_dice = np.array([dice_score(automatic[k], references[k]) if present[k] else math.nan
+                               for k in range(classes)])
 
     clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]
     predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
@@ -103,7 +112,7 @@ def simulate_clicks(network, image: torch.Tensor, label: np.ndarray, num_clicks:
         predicted = predicted_masks(network, network.decode(embeddings, image.shape, boxes=boxes), spatial)
         box_dice = np.array([dice_score(predicted[k], references[k]) if present[k] else math.nan
                              for k in range(classes)])
-    return InteractiveResult(click_dice, box_dice)
+    return InteractiveResult(click_dice, box_dice, automatic_dice=automatic_dice)
 
 
 def slice_clicks(mask: np.ndarray) -> np.ndarray:
