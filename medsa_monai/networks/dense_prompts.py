@@ -4,7 +4,8 @@ SAM gives boxes and clicks to its decoder as sparse tokens: a Fourier encoding o
 decoder must learn where in the image they are. Learned from scratch on a few hundred medical volumes (no SAM
 checkpoint, a tiny encoder), that mapping stays weak: a tight box on every slice, given without the class token,
 segmented the demo's structures with Dice 0.36 to 0.47 where automatic mode reached 0.60. nnInteractive and RITM
-give prompts as dense maps instead, aligned with the image, which a network learns in a few epochs. Here the maps go
+give prompts as dense maps instead, aligned with the image; drawn as below, the same tiny network learnt boxes within
+the demo's 60 epochs (box Dice 0.72 against automatic 0.58). Here the maps go
 through SAM's own dense pathway, the mask prompt (its ``mask_downscaling`` convolutions), beside the sparse tokens,
 which stay as SAM's:
 
@@ -75,5 +76,5 @@ def draw_prompt_maps(masks: torch.Tensor | None, side: int, coords: torch.Tensor
         positive = (disk & (labels == 1)[:, None, None, :]).any(-1)
         negative = (disk & (labels == 0)[:, None, None, :]).any(-1)
         maps = torch.where(positive, maps.clamp(min=CLICK_LOGIT), maps)
-        maps = torch.where(negative, maps.clamp(max=-CLICK_LOGIT), maps)  # the later word on a pixel: background
+        maps = torch.where(negative, maps.clamp(max=-CLICK_LOGIT), maps)  # overlapping disks: background wins
     return maps[:, None].to(masks.dtype if masks is not None else maps.dtype)
