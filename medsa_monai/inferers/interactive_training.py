@@ -241,6 +241,7 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
         flat = flat.reshape(rows, classes, *low_res.shape[2:4])  # (rows, K, m, m)
         masks = flat.clone()
         boxes, derived = prompts.boxes, prompts.derived_boxes
+        row_on = going_on.repeat_interleave(depth)[:, None]
         if propagate:
             direction = 1 if self.R.rand() < 0.5 else -1
             slice_of_row = torch.arange(rows, device=device) % depth
@@ -254,10 +255,10 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
             masks = torch.where(use[..., None, None], neighbour, masks)
             old = boxes if boxes is not None else torch.full_like(neighbour_boxes, float("nan"))
             boxes = torch.where(use[..., None], neighbour_boxes, old)
-            derived = use if prompts.derived_boxes is None else prompts.derived_boxes | use
+            use_on = use & row_on  # samples whose session has ended keep their prompts
+            derived = use_on if derived is None else derived | use_on
 
         # samples whose session has ended keep their prompts unchanged
-        row_on = going_on.repeat_interleave(depth)[:, None]
         if prompts.masks is not None:
             masks = torch.where(row_on[..., None, None], masks, prompts.masks[:, :, 0])
         else:
@@ -266,10 +267,6 @@ class InteractiveTrainingInferer(Inferer, Randomizable):
             boxes = torch.where(row_on[..., None], boxes, prompts.boxes)
         elif boxes is not None:
             boxes = torch.where(row_on[..., None], boxes, torch.full_like(boxes, float("nan")))
-        if derived is not None and prompts.derived_boxes is not None:
-            derived = torch.where(row_on, derived, prompts.derived_boxes)
-        elif derived is not None:
-            derived = derived & row_on
         return replace(prompts, coords=coords, labels=labels, boxes=boxes, masks=masks[:, :, None],
                        depth_offsets=offsets, active=None, derived_boxes=derived), changed & row_on
 

@@ -51,8 +51,8 @@ def draw_prompt_maps(masks: torch.Tensor | None, side: int, coords: torch.Tensor
     Returns:
         ``(M, 1, m, m)`` finite mask prompts.
     """
-    rows = next(t for t in (coords, boxes, masks) if t is not None).shape[0]
-    device = next(t for t in (coords, boxes, masks) if t is not None).device
+    given_tensor = next(t for t in (coords, boxes, masks) if t is not None)
+    rows, device = given_tensor.shape[0], given_tensor.device
     # centre of low-resolution pixel (i, j) in the image_size frame: each covers 4 x 4 pixels
     centres = torch.arange(side, device=device, dtype=torch.float32) * 4 + 1.5
     maps = torch.zeros(rows, side, side, device=device)

@@ -10,6 +10,8 @@ propagation costs one decoder pass per (slice, class), batched over all the slic
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 
 from .prompt_mapping import SamPrompts
@@ -106,8 +108,8 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
     Returns:
         ``(B, K, m, m, D)`` low-resolution logits.
     """
-    embeddings, prompts = _plain(embeddings), SamPrompts(*(_plain(getattr(prompts, name)) for name in (
-        "coords", "labels", "boxes", "masks", "depth_offsets", "active", "class_token", "derived_boxes")))
+    embeddings = _plain(embeddings)
+    prompts = SamPrompts(**{field.name: _plain(getattr(prompts, field.name)) for field in fields(prompts)})
     classes = network.num_classes
     rows = batch * depth
     seeds, box_seeds, first, last = _seeds_and_bounds(prompts, batch, depth, classes)
