@@ -19,9 +19,12 @@ are medians over ``--images`` images, after one warm-up image.
 For a volume (the hippocampus bundle) it also times 3D prompt propagation on one volume, the embedding computed
 once: a click on one slice segmenting the structure slice by slice (``prompt_propagation``, the default), beside
 the same click prompting its own slice only (``prompt_propagation=False``, one batched decoder pass over all
-slices), and the cost per decoded (slice, class) pair. The click goes to the centre of the first class as the model
-segments it automatically (on its middle slice). How far a click propagates depends on the weights: give a trained
-``--model`` and a real ``--volume`` for figures that mean something; random weights time the mechanics only.
+slices), the next click of that session (one slice further, the previous prediction fed back: only the clicked
+slices are decoded again, the change confined to the regions the clicks touch), and the cost per decoded
+(slice, class) pair. The volume is padded in-plane to the bundle's patch, as the bundle's click path pads it. The
+click goes to the centre of the first class as the model segments it automatically (on its middle slice). How far a
+click propagates depends on the weights: give a trained ``--model`` and a real ``--volume`` for figures that mean
+something; random weights time the mechanics only.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.transforms import SpatialPad
 from scipy import ndimage
 
+from medsa_monai.bundle import training_frame_size
 from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
+from medsa_monai.engines import calibrated_propagation_weight
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -129,8 +135,13 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     network = parser.get_parsed_content("network_def").to(device).eval()
     state = torch.load(model or bundle / "models" / "model.pt", weights_only=True, map_location=device)
     network.load_state_dict(state.get("model", state))  # a model.pt or a whole-training-state checkpoint
+    if model is not None:  # the propagation weight chosen for that model after training, if any
+        network.propagation_automatic_weight = calibrated_propagation_weight(model.parent)
     preprocessing = parser.get_parsed_content("preprocessing")
     image = preprocessing({"image": str(volume)})["image"][None].to(device)
+    frame = training_frame_size(parser.get_parsed_content("spatial_dims"), parser.get_parsed_content("patch_size"))
+    if frame is not None:  # as the bundle's click path does: the volume padded in-plane to the patch
+        image = SpatialPad([*frame, -1])(image[0])[None]
     with torch.no_grad():  # click the centre of the first class as the model finds it automatically
         automatic = network(image).argmax(1)[0].cpu().numpy() == 1
     if automatic.any():
@@ -145,17 +156,24 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     pairs = []
     network.mask_decoder.register_forward_hook(lambda module, args, out: pairs.append(out[0].shape[0]))
 
-    def timed(propagate: bool) -> tuple[float, int, int]:
+    def timed(propagate: bool, correction: bool = False) -> tuple[float, int, int]:
         network.prompt_propagation = propagate
         times, reached = [], 0
         with torch.no_grad():
             embeddings = network.encode(image)
+            clicks, click_labels, previous = points, labels, None
+            if correction:  # a second click, one slice further, in the session the first click started
+                previous = network.decode(embeddings, image.shape, points, labels)
+                second = points[:, :1].clone()
+                second[..., 0, 2] = min(point[2] + 1, image.shape[-1] - 1)
+                clicks = torch.cat([points, torch.cat([second, points[:, 1:]], 1)], 2)
+                click_labels = torch.cat([labels, labels], 2)
             for _ in range(repeats):
                 pairs.clear()
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                low_res = network.decode(embeddings, image.shape, points, labels)
+                low_res = network.decode(embeddings, image.shape, clicks, click_labels, mask_inputs=previous)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
@@ -170,9 +188,12 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
         network.encode(image)
         encode = time.perf_counter() - start
     propagated, propagated_pairs, propagated_slices = timed(True)
+    correction, correction_pairs, _ = timed(True, correction=True)
     own_slice, own_pairs, own_slices = timed(False)
     return {"depth": image.shape[-1], "encode": encode, "propagated": propagated, "propagated_pairs": propagated_pairs,
-            "propagated_slices": propagated_slices, "own_slice": own_slice, "own_slice_pairs": own_pairs}
+            "propagated_slices": propagated_slices, "own_slice": own_slice, "own_slice_pairs": own_pairs,
+            "correction": correction, "correction_pairs": correction_pairs,
+            "automatic_weight": network.propagation_automatic_weight}
 
 
 def main() -> None:
@@ -229,10 +250,14 @@ def main() -> None:
         if args.bundle == "medsa_hippocampus_mri":
             found = propagation_latency(bundle, args.volume or paths[0], args.device, args.model)
             print(f"3D click on one slice of a {found['depth']}-slice volume, embedding computed once "
-                  f"({found['encode']:.3f} s to encode); {'trained' if args.model else 'random'} weights:")
+                  f"({found['encode']:.3f} s to encode); {'trained' if args.model else 'random'} weights, "
+                  f"propagation_automatic_weight {found['automatic_weight']}:")
             print(f"  propagated (default):        {found['propagated']:8.3f} s, {found['propagated_pairs']} (slice, "
                   f"class) decoder passes, structure on {found['propagated_slices']} slices; "
                   f"{found['propagated'] / max(found['propagated_pairs'], 1) * 1000:.2f} ms per pass")
+            print(f"  next click of that session:  {found['correction']:8.3f} s, {found['correction_pairs']} (slice, "
+                  f"class) decoder passes (the clicked slices, and the other class automatic on every slice), "
+                  f"confined to the regions it changes")
             print(f"  own slice only (no propagation): {found['own_slice']:8.3f} s, {found['own_slice_pairs']} passes "
                   f"in one batch; {found['own_slice'] / max(found['own_slice_pairs'], 1) * 1000:.2f} ms per pass")
 

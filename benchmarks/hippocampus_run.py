@@ -85,6 +85,9 @@ def main() -> None:
         if not checkpoints:
             raise SystemExit(f"no checkpoint_epoch=*.pt in {out / 'models'}: nothing to evaluate")
         last = checkpoints[-1]
+        if options.evaluate_only:  # training ends by choosing the propagation weight; earlier runs choose it now
+            bundle("calibrating", train_files, {**common, "bundle_root": str(out), "calibrate#load_path": str(last)},
+                   log)
         evaluate_files = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), *model["files"]]
         bundle("evaluating", evaluate_files, {**common, "bundle_root": str(out),
                                               "evaluate#handlers#0#load_path": str(last),
@@ -92,6 +95,9 @@ def main() -> None:
         summary = json.loads((out / "eval" / "summary.json").read_text())
         entry = {"epochs": int(last.stem.split("=")[1]), "planned_epochs": epochs, "train_seconds": seconds,
                  "pilot_epoch_seconds": pilot, "classes": summary["classes"], "num_cases": summary["num_cases"]}
+        calibration = out / "models" / "propagation.json"
+        if calibration.is_file():
+            entry["propagation_calibration"] = json.loads(calibration.read_text())
         interactive = out / "eval" / "interactive_summary.json"
         if interactive.is_file():
             entry["interactive"] = json.loads(interactive.read_text())

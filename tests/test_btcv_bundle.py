@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.transforms import Compose
 
 from medsa_monai.bundle import sync_bundle
 from medsa_monai.data import BTCV_LABELS, TOTALSEGMENTATOR_TO_BTCV, make_synthetic_ct_dataset, totalsegmentator_to_btcv
@@ -95,15 +96,20 @@ def test_windowing_and_geometry_of_the_loading(dataset):
     parser = ConfigParser()
     parser.read_config(TRAIN)
     parser.update({"dataset_dir": str(dataset), "sam_checkpoint": None})
-    item = parser.get_parsed_content("validate#preprocessing")(parser.get_parsed_content("split")[1][0])
+    case = parser.get_parsed_content("split")[1][0]
+    item = Compose(parser.get_parsed_content("loading"))(dict(case))
     image = item["image"]
     assert image.min() >= 0.0 and image.max() <= 1.0 and 0.3 < float((image == 0).float().mean()) < 0.9  # air
     assert _resampled((40, 40, 12), (3.0, 3.0, 5.0), image.shape[1:]) and image.shape == item["label"].shape
     assert np.allclose(np.abs(np.diag(image.affine.numpy())[:3]), [1.5, 1.5, 2.0])
+    # validation (and the interactive evaluation) decode the volume whole: padded in-plane to the 256 x 256 patch
+    padded = parser.get_parsed_content("validate#preprocessing")(dict(case))
+    assert padded["image"].shape == (1, 256, 256, image.shape[-1]) == padded["label"].shape
 
 
 def test_training_evaluation_with_every_prompt_protocol(dataset, trained):
-    assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"]
+    assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=1.pt", "model.pt",
+                                                                      "propagation.json"]
     bundle_cli("run", "evaluating", "--config_file", f"['{TRAIN}','{CONFIGS / 'evaluate.json'}']", "--dataset_dir",
                str(dataset), "--bundle_root", str(trained), "--interactive_clicks", "2", "--protocol_clicks", "2",
                *_fast())
@@ -154,7 +160,7 @@ def test_real_ct_loads_windows_and_trains(tmp_path):
     parser = ConfigParser()
     parser.read_config(TRAIN)
     parser.update({"dataset_dir": str(data), "sam_checkpoint": None, "val_fraction": 0.5})
-    item = parser.get_parsed_content("validate#preprocessing")(parser.get_parsed_content("split")[1][0])
+    item = Compose(parser.get_parsed_content("loading"))(dict(parser.get_parsed_content("split")[1][0]))
     hu = np.asarray(image.dataobj).astype(float)
     assert _resampled((122, 101, 30), (3.0, 3.0, 3.0), item["image"].shape[1:])
     expected_air = float(np.mean(hu <= -175))

@@ -26,4 +26,7 @@ def test_demo_runs_end_to_end(tmp_path):
     image = Image.open(out / "overlay.png")
     assert image.size == (4 * 3 * 32, 4 * 40)  # three 32 x 40 slices side by side, shown 4x
     # model.pt: the last epoch is always validated (val_interval 5 > 2 epochs), the demo evaluates the last epoch
-    assert sorted(p.name for p in (out / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt"]
+    # and the propagation weight chosen on the training cases after training
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt",
+                                                                  "propagation.json"]
+    assert json.loads((out / "models" / "propagation.json").read_text())["cases"] == 5

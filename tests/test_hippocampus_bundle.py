@@ -106,7 +106,7 @@ def test_missing_sam_checkpoint_says_how_to_get_it(dataset, tmp_path):
 
 def test_training_writes_best_and_resumable_checkpoints(trained):
     files = sorted(p.name for p in (trained / "models").iterdir())
-    assert files == ["checkpoint_epoch=2.pt", "model.pt"]
+    assert files == ["checkpoint_epoch=2.pt", "model.pt", "propagation.json"]  # + the propagation weight chosen
     assert list((trained / "eval" / "tensorboard").iterdir())
 
 

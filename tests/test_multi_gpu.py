@@ -64,7 +64,7 @@ def scalar_values(log_dir: Path) -> int:
                for event in EventFileLoader(str(f)).Load())
 
 
-def check_run(out: Path, logs: Path, train_images: int, iterations: int) -> None:
+def check_run(out: Path, logs: Path, train_images: int, iterations: int, calibrated: bool = False) -> None:
     ranks = [json.loads((out / "bundle" / "eval" / "ranks" / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
     # the distributed sampler split the training set: disjoint halves that cover it
@@ -75,7 +75,9 @@ def check_run(out: Path, logs: Path, train_images: int, iterations: int) -> None
     assert ranks[0]["initial_sha256"] == ranks[1]["initial_sha256"] != ranks[0]["state_sha256"]
     assert ranks[0]["state_sha256"] == ranks[1]["state_sha256"]
     models = out / "bundle" / "models0"
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"]
+    # rank 0 also chose a 3D model's propagation weight after training
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"] + (
+        ["propagation.json"] if calibrated else [])
     assert state_dict_sha256(torch.load(models / "model.pt", weights_only=True)) == ranks[0]["state_sha256"]
     # only rank 0 wrote checkpoints, TensorBoard scalars and the loss / metric log lines
     assert not (out / "bundle" / "models1").exists()
@@ -100,4 +102,4 @@ def test_hippocampus_bundle_trains_on_two_processes(tmp_path):
     dataset = make_synthetic_dataset(tmp_path / "data", num_cases=6, shape=(24, 28, 20), seed=3)
     logs = torchrun("medsa_hippocampus_mri", dataset, tmp_path / "run", "--image_size", "32", "--trainable", "full",
                     "--patch_size", "[24,28,20]", "--val_fraction", "0.34")
-    check_run(tmp_path / "run", logs, train_images=4, iterations=1)
+    check_run(tmp_path / "run", logs, train_images=4, iterations=1, calibrated=True)

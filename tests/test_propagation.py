@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from medsa_monai.networks import MedSA
@@ -118,10 +119,61 @@ def test_low_res_boxes_in_sam_frame():
     assert torch.isnan(boxes[1]).all()
 
 
+class AutomaticKnowsDecoder(TubeDecoder):
+    """The tube decoder whose automatic mode returns a known field (3.0 everywhere): records the mask prompts of the
+    propagated slices, so a test can check how they were mixed."""
+
+    def __init__(self, structure: torch.Tensor):
+        super().__init__(structure)
+        self.wave_masks: dict[int, torch.Tensor] = {}
+        self.automatic_rows: list[int] = []
+
+    def decode_prompts(self, embeddings, prompts, batch, depth):
+        if prompts.labels is None and prompts.boxes is None and prompts.masks is None:  # automatic mode
+            rows = torch.nonzero(prompts.active[:, 0]).flatten().tolist()
+            self.automatic_rows += rows
+            out = torch.full((batch * depth, 1, SIDE, SIDE), math.nan)
+            out[rows] = 3.0
+            return out.view(batch, depth, 1, SIDE, SIDE).permute(0, 2, 3, 4, 1)
+        if prompts.derived_boxes is not None:
+            for row in torch.nonzero(prompts.active[:, 0]).flatten().tolist():
+                self.wave_masks[row] = prompts.masks[row, 0, 0].clone()
+        return super().decode_prompts(embeddings, prompts, batch, depth)
+
+
+def test_propagated_slices_mix_the_neighbour_with_their_own_automatic_logits():
+    structure = tube(5, 24)
+    click = torch.tensor([[[[30.0, 34.0, 12.0]]]])
+    decoder = AutomaticKnowsDecoder(structure)
+    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(click, torch.ones(1, 1, 1)), 1, 30,
+                                automatic_weight=0.25)
+    assert (low_res[0, 0] > 0).flatten(0, 1).any(0).tolist() == structure.flatten(0, 1).any(0).tolist()
+    # slice 13's neighbour is the clicked slice 12 (the structure: +8, elsewhere -8); its own automatic logits: 3
+    neighbour = torch.where(structure[..., 12], 8.0, -8.0)
+    assert torch.equal(decoder.wave_masks[13], 0.75 * neighbour + 0.25 * 3.0)
+    assert torch.equal(decoder.wave_masks[4], 0.75 * torch.where(structure[..., 5], 8.0, -8.0) + 0.25 * 3.0)
+    # the automatic logits are decoded once, for the slices propagation may still reach (not the seed)
+    assert sorted(decoder.automatic_rows) == [z for z in range(30) if z != 12]
+    # at weight 0 the prompted class is never decoded in automatic mode
+    decoder = AutomaticKnowsDecoder(structure)
+    propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(click, torch.ones(1, 1, 1)), 1, 30)
+    assert decoder.automatic_rows == [] and torch.equal(decoder.wave_masks[13], neighbour)
+
+
+def test_automatic_weight_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="automatic_weight"):
+        propagate_prompts(TubeDecoder(tube(5, 24)), torch.zeros(30, 1), prompts_for(boxes=torch.tensor(
+            [[[20.0, 24.0, 10.0, 40.0, 44.0, 16.0]]])), 1, 30, automatic_weight=1.5)
+    with pytest.raises(ValueError, match="propagation_automatic_weight"):
+        MedSA(3, 1, 2, "vit_tiny", image_size=64, propagation_automatic_weight=-0.1)
+
+
 @torch.no_grad()
 def test_medsa_prompted_class_never_uses_its_automatic_prompt_on_other_slices():
     torch.manual_seed(0)
-    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
+    # at the default weight (0.5) the automatic logits of the slices propagation reaches enter their mask prompt
+    # (test above); at 0 nothing of the automatic mode does
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", propagation_automatic_weight=0.0).eval()
     used = []
     net.class_prompts.register_forward_hook(lambda module, args, out: used.append(args[0].clone()))
     volume = torch.rand(1, 1, 32, 32, 8)
@@ -155,7 +207,8 @@ def test_a_viewer_click_propagates_through_the_click_guidance_path():
     """MONAI Label's deepedit task calls ``inferer(image_with_guidance, network)``: a click on one slice of a
     volume reaches the network as a guidance channel and is propagated like any other 3D prompt."""
     torch.manual_seed(0)
-    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", click_guidance=True).eval()
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", click_guidance=True,
+                propagation_automatic_weight=0.0).eval()
     volume = torch.rand(1, 1, 32, 32, 8)
     guidance = torch.zeros(1, 3, 32, 32, 8)
     guidance[0, 1, 10, 12, 3] = 1.0  # one click of class 1 on slice 3
@@ -188,3 +241,40 @@ def test_click_aware_inferer_uses_the_whole_volume_only_when_clicked():
     volume[0, 2, 3, 3, 3] = 1.0
     inferer(volume, network)
     assert calls == [(1, 4, 16, 16, 16)]  # a click: the whole volume at once
+
+
+def test_click_aware_inferer_pads_a_clicked_volume_to_the_training_frame_and_crops_back():
+    from monai.inferers import SimpleInferer
+
+    from medsa_monai.inferers import ClickAwareInferer
+
+    seen = []
+
+    def network(x):
+        seen.append(x.clone())
+        return x[:, :1] * 2 + 1
+
+    inferer = ClickAwareInferer(SimpleInferer(), image_channels=1, min_size=(12, 16))
+    volume = torch.zeros(1, 2, 9, 16, 5)
+    volume[0, 0] = torch.arange(9 * 16 * 5, dtype=torch.float32).view(9, 16, 5) + 1
+    volume[0, 1, 4, 4, 2] = 1.0
+    out = inferer(volume, network)
+    assert seen[0].shape == (1, 2, 12, 16, 5)  # 3 rows of zeros added, 1 before and 2 after (MONAI's centring)
+    assert torch.equal(seen[0][0, :, 1:10], volume[0]) and (seen[0][0, :, [0, 10, 11]] == 0).all()
+    assert torch.equal(out, volume[:, :1] * 2 + 1)  # cropped back to the input
+    seen.clear()
+    large = torch.zeros(1, 2, 20, 20, 5)
+    large[0, 1, 4, 4, 2] = 1.0
+    inferer(large, network)
+    assert seen[0].shape == (1, 2, 20, 20, 5)  # larger than the frame: as it is
+
+
+def test_training_frame_padding_pads_volumes_in_plane_only():
+    from medsa_monai.bundle import training_frame_padding, training_frame_size
+
+    assert training_frame_size(2, [256, 256]) is None and training_frame_padding(2, [256, 256]) == []
+    assert training_frame_size(3, [40, 56, 40]) == [40, 56]
+    (pad,) = training_frame_padding(3, [40, 56, 40])
+    padded = pad({"image": torch.ones(1, 35, 60, 30), "label": torch.ones(1, 35, 60, 30)})
+    assert padded["image"].shape == (1, 40, 60, 30) and padded["label"].shape == (1, 40, 60, 30)
+    assert padded["image"][0, :2].sum() == 0 and padded["image"][0, 2:37].min() == 1  # 2 before, 3 after

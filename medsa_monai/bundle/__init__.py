@@ -14,6 +14,8 @@ from .planned import (
     loading_transforms,
     planned_inferer,
     spatial_augmentation,
+    training_frame_padding,
+    training_frame_size,
 )
 from .workflow import TimeBudget, default_sam_checkpoint, latest_checkpoint, prepare_training, resolve_sam_checkpoint
 
@@ -43,6 +45,8 @@ __all__ = [
     "prepare_training",
     "resolve_sam_checkpoint",
     "spatial_augmentation",
+    "training_frame_padding",
+    "training_frame_size",
     "state_dict_sha256",
     "unpack_bundle",
     "verify_bundle",

@@ -1,10 +1,11 @@
-"""Ignite engines beyond MONAI's: interactive (iterative-click) evaluation, model selection on prompted Dice, and
-test-time adaptation."""
+"""Ignite engines beyond MONAI's: interactive (iterative-click) evaluation, model selection on prompted Dice,
+calibration of prompt propagation, and test-time adaptation."""
 
 from .interactive import InteractiveEvaluator
 from .interactive_report import InteractiveReport
 from .prompted_validation import PromptedValidation
+from .propagation_calibration import calibrate_propagation, calibrated_propagation_weight
 from .test_time_adaptation import TestTimeAdaptation, prediction_entropy, view_augmentation
 
 __all__ = ["InteractiveEvaluator", "InteractiveReport", "PromptedValidation", "TestTimeAdaptation",
-           "prediction_entropy", "view_augmentation"]
+           "calibrate_propagation", "calibrated_propagation_weight", "prediction_entropy", "view_augmentation"]

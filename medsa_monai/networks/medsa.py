@@ -125,10 +125,11 @@ class MedSA(nn.Module):
     3D prompts at inference (eval mode) are propagated (``prompt_propagation``, see
     :func:`~medsa_monai.networks.propagation.propagate_prompts`): the slices with clicks, and the middle slice of a
     box, are decoded with their prompts; each further slice is decoded from its neighbour's prediction (its mask
-    logits and its bounding box as prompts), outwards until the structure ends (or the box's slice range), so a click
-    on one slice segments the whole structure and costs decoder passes only. A prompted class then never falls back
-    to its automatic prompt on other slices. In training, and with ``prompt_propagation=False``, a click prompts its
-    own slice and ``click_depth_radius`` slices on either side, a box the slices of its range.
+    logits, mixed with the slice's own automatic logits by ``propagation_automatic_weight``, and its bounding box as
+    prompts), outwards until the structure ends (or the box's slice range), so a click on one slice segments the
+    whole structure and costs decoder passes only. A prompted class then never falls back to its automatic prompt on
+    other slices: its result there is always a prompted decoding. In training, and with ``prompt_propagation=False``,
+    a click prompts its own slice and ``click_depth_radius`` slices on either side, a box the slices of its range.
 
     Args:
         spatial_dims: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, H, W, D)``.
@@ -173,6 +174,14 @@ class MedSA(nn.Module):
             token; ``False`` (the default) keeps a prompted pair's decoding exactly SAM's.
         prompt_propagation: in 3D at inference, propagate prompts slice by slice (see above); ``None`` means yes
             for 3D networks.
+        propagation_automatic_weight: weight of a propagated slice's own automatic logits in its mask prompt, beside
+            its neighbour's logits (``automatic_weight`` of :func:`~medsa_monai.networks.propagation.propagate_prompts`;
+            ``0``: the neighbour's alone). Whether the mix helps depends on the model; the bundles choose it after
+            training on training cases (:func:`~medsa_monai.engines.calibrate_propagation`).
+        confine_corrections: in a propagated 3D session under way, a click changes its slice only in the regions of
+            change it touches, adding for a foreground click and removing for a background one
+            (:func:`~medsa_monai.networks.click_regions.confine_to_clicked_regions`); ``False`` keeps SAM's whole
+            slice decoded again.
         encode_depth: in 3D, encode a deeper volume in consecutive slabs of at most this many slices (SD-Trans
             attends within a slab), so that encoding a whole CT (hundreds of slices, as the interactive protocols
             and clicks do) needs the memory of one training slab, not of the volume; ``None`` encodes any depth at
@@ -209,6 +218,8 @@ class MedSA(nn.Module):
         input_layer: bool | None = None,
         prompt_class_token: bool = False,
         prompt_propagation: bool | None = None,
+        propagation_automatic_weight: float = 0.0,
+        confine_corrections: bool = True,
         encode_depth: int | None = None,
         dense_prompts: bool = False,
         click_radius: float = 1.0,
@@ -274,6 +285,10 @@ class MedSA(nn.Module):
         self.prompt_propagation = spatial_dims == 3 if prompt_propagation is None else bool(prompt_propagation)
         if self.prompt_propagation and spatial_dims != 3:
             raise ValueError("prompt_propagation is for 3D networks (spatial_dims=3)")
+        if not 0.0 <= propagation_automatic_weight <= 1.0:
+            raise ValueError(f"propagation_automatic_weight must lie in [0, 1], got {propagation_automatic_weight}")
+        self.propagation_automatic_weight = float(propagation_automatic_weight)
+        self.confine_corrections = bool(confine_corrections)
         if encode_depth is not None and (spatial_dims != 3 or int(encode_depth) < 1):
             raise ValueError(f"encode_depth must be None, or a positive slab depth for a 3D network, got "
                              f"{encode_depth}")
@@ -368,7 +383,8 @@ class MedSA(nn.Module):
                                  image_size=self.image_size, num_classes=self.num_classes, batch=batch,
                                  click_depth_radius=0 if propagate else self.click_depth_radius)
         if propagate:
-            return propagate_prompts(self, embeddings, prompts, batch, depth)
+            return propagate_prompts(self, embeddings, prompts, batch, depth, self.propagation_automatic_weight,
+                                     self.confine_corrections)
         return self.decode_prompts(embeddings, prompts, batch, depth)
 
     def propagates(self) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import fields
 
 import torch
 
+from .click_regions import confine_to_clicked_regions
 from .prompt_mapping import SamPrompts
 
 __all__ = ["propagate_prompts", "EMPTY_LOGIT", "low_res_boxes"]
@@ -77,26 +78,30 @@ def _seeds_and_bounds(prompts: SamPrompts, batch: int, depth: int, classes: int
     return (clicked | box_seed).view(-1, classes), box_seed.view(-1, classes), first, last
 
 
-def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int
-                      ) -> torch.Tensor:
+def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int,
+                      automatic_weight: float = 0.0, confine_corrections: bool = False) -> torch.Tensor:
     """Decode 3D prompts by propagation from the prompted slices outwards.
 
     Per (volume, class) with a prompt: the seeds are the slices holding a click of that class and the middle slice
     of its box (``(k0 + k1) // 2``); a seed is decoded with its own clicks, the box if it is the box's seed, and its
     mask prompt if one is given (the previous prediction, as in iterative use). Then, wave by wave, every slice next
     to a decoded slice with foreground is decoded with that slice's logits as the mask prompt and their foreground's
-    bounding box as the box prompt (a slice with decoded neighbours on both sides takes the one below). Propagation
-    stays within the box's slice range ``k0..k1`` (unbounded for a box drawn on one slice, ``k0 == k1``, and for
-    clicks alone) and stops where a prediction is empty; slices never reached get :data:`EMPTY_LOGIT`. Classes
-    without a prompt are decoded in automatic mode on every slice (with their mask prompt, if given).
+    bounding box as the box prompt (a slice with decoded neighbours on both sides takes the one below); with
+    ``automatic_weight`` the mask prompt is ``(1 - w)`` times the neighbour's logits plus ``w`` times the slice's
+    own automatic logits (its class prompt, no mask), so that the neighbour says which structure and how far it
+    reaches, and the slice's image says where its boundary lies there. Propagation stays within the box's slice range
+    ``k0..k1`` (unbounded for a box drawn on one slice, ``k0 == k1``, and for clicks alone) and stops where a
+    prediction is empty; slices never reached get :data:`EMPTY_LOGIT`. Classes without a prompt are decoded in
+    automatic mode on every slice (with their mask prompt, if given).
 
     A session under way is corrected, not redone: where a prompted class has a mask prompt on a slice (the previous
     prediction fed back), only its slices with clicks are decoded again (with their clicks, their previous logits,
     and the box where the slice lies in its range), and every other slice keeps its previous logits; propagation
-    reaches only the slices without one. Propagating again from every seed at each click undid the earlier
-    corrections: on the demo, CVPR 2025 Dice went 0.689 (box) -> 0.678 over five clicks, against 0.689 -> 0.750
-    corrected in place. This is also how interactive training decodes its correction rounds (only the pairs whose
-    prompt changed).
+    reaches only the slices without one; with ``confine_corrections`` a clicked slice keeps its new logits only in
+    the regions of change its clicks touch (:func:`~medsa_monai.networks.click_regions.confine_to_clicked_regions`).
+    Propagating again from every seed at each click undid the earlier corrections: on the demo, CVPR 2025 Dice went
+    0.689 (box) -> 0.678 over five clicks, against 0.689 -> 0.750 corrected in place. This is also how interactive
+    training decodes its correction rounds (only the pairs whose prompt changed).
 
     Args:
         network: a :class:`~medsa_monai.networks.MedSA` (its ``decode_prompts`` and ``num_classes``).
@@ -104,10 +109,14 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
         prompts: SAM-frame prompts per (slice, class), a click on its own slice only (``click_depth_radius=0``).
         batch: ``B``.
         depth: ``D``.
+        automatic_weight: ``w`` in ``[0, 1]`` above; ``0`` propagates the neighbour's prediction alone.
+        confine_corrections: confine a correction to the regions its clicks change (see above).
 
     Returns:
         ``(B, K, m, m, D)`` low-resolution logits.
     """
+    if not 0.0 <= automatic_weight <= 1.0:
+        raise ValueError(f"automatic_weight must lie in [0, 1], got {automatic_weight}")
     embeddings = _plain(embeddings)
     prompts = SamPrompts(**{field.name: _plain(getattr(prompts, field.name)) for field in fields(prompts)})
     classes = network.num_classes
@@ -138,8 +147,14 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
     seeded = network.decode_prompts(embeddings, seed_prompts, batch, depth)
     seeded = seeded.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])
     flat = torch.where(seeds[..., None, None], seeded, flat)
+    if confine_corrections and prompts.masks is not None and prompts.labels is not None:
+        previous = prompts.masks[:, :, 0].to(flat.dtype)
+        for row, cls in torch.nonzero(seeds & fed_back).tolist():
+            flat[row, cls] = confine_to_clicked_regions(flat[row, cls], previous[row, cls], prompts.coords[row, cls],
+                                                        prompts.labels[row, cls])
 
     decided = seeds | fed_back
+    own_automatic = None  # per (row, prompted class): its automatic logits, decoded once if a wave needs them
     slice_of_row = torch.arange(rows, device=flat.device) % depth
     row_first = first.repeat_interleave(depth, 0)  # (rows, K)
     row_last = last.repeat_interleave(depth, 0)
@@ -155,8 +170,17 @@ def propagate_prompts(network, embeddings: torch.Tensor, prompts: SamPrompts, ba
             break
         below, above = torch.roll(flat, 1, dims=0), torch.roll(flat, -1, dims=0)
         source = torch.where(from_below[..., None, None], below, above)  # the decided neighbour's logits
-        masks = torch.where(wave[..., None, None], source, torch.full_like(source, float("nan")))
-        wave_boxes, _ = low_res_boxes(masks.nan_to_num(EMPTY_LOGIT).flatten(0, 1))
+        unset = torch.full_like(source, float("nan"))
+        wave_boxes, _ = low_res_boxes(torch.where(wave[..., None, None], source, unset).nan_to_num(EMPTY_LOGIT)
+                                      .flatten(0, 1))
+        if automatic_weight > 0:
+            if own_automatic is None:
+                reachable = prompted_rows & ~decided
+                own = network.decode_prompts(embeddings, SamPrompts(None, None, None, None, active=reachable),
+                                             batch, depth)
+                own_automatic = own.permute(0, 4, 1, 2, 3).reshape(rows, classes, *low_res.shape[2:4])
+            source = (1 - automatic_weight) * source + automatic_weight * own_automatic
+        masks = torch.where(wave[..., None, None], source, unset)
         wave_prompts = SamPrompts(None, None, wave_boxes.view(rows, classes, 4), masks[:, :, None], active=wave,
                                   derived_boxes=wave)
         decoded = network.decode_prompts(embeddings, wave_prompts, batch, depth)

@@ -90,6 +90,7 @@ def predict_folder(
     parser.update({"dataset_dir": str(Path(input_dir).resolve()), "output_dir": str(output_dir.resolve()),
                    "plan_file": None if plan_file is None else str(plan_file),
                    "handlers#0#load_path": str(checkpoint.resolve()), "num_workers": 0, "output_postfix": "",
+                   "ckpt_dir": str(checkpoint.resolve().parent),  # where the propagation weight was calibrated
                    "probabilities_dir": str(output_dir.resolve()) if save_probabilities else None,
                    **(overrides or {})})
     parser["datalist"] = cases

@@ -1,0 +1,81 @@
+"""Choosing the propagation weight after training: scores, the choice, the file the bundles read back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medsa_monai.engines import calibrate_propagation, calibrated_propagation_weight
+from medsa_monai.evaluation.interactive_protocol import run_protocol
+from medsa_monai.networks import MedSA
+
+
+def cases(count: int = 2) -> list[dict]:
+    generator = torch.Generator().manual_seed(0)
+    items = []
+    for index in range(count):
+        label = torch.zeros(1, 24, 24, 8)
+        label[0, 6:14, 8:16, 2:6] = 1
+        label[0, 14:18, 8:16, 3:7] = 2
+        image = torch.rand(1, 24, 24, 8, generator=generator) + label * 0.5 + index * 0.1
+        items.append({"image": image, "label": label})
+    return items
+
+
+@torch.no_grad()
+def test_calibration_scores_every_weight_by_box_dice_and_keeps_the_best(tmp_path):
+    torch.manual_seed(0)
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
+    found = calibrate_propagation(net, cases(), tmp_path, weights=(0.0, 0.5, 1.0))
+    assert found["cases"] == 2 and set(found["box_dice"]) == {"0.0", "0.5", "1.0"}
+    for weight, score in found["box_dice"].items():  # the protocol's box, mean over classes and cases, by hand
+        net.propagation_automatic_weight = float(weight)
+        by_hand = [np.nanmean(run_protocol(net, item["image"][None], item["label"][0].long().numpy(),
+                                           num_clicks=0).dice[0]) for item in cases()]
+        assert score == pytest.approx(float(np.mean(by_hand)), abs=1e-6)
+    scores = {float(w): s for w, s in found["box_dice"].items()}
+    best = max(scores.values())
+    assert found["propagation_automatic_weight"] == min(w for w, s in scores.items() if s == best)
+    assert net.propagation_automatic_weight == found["propagation_automatic_weight"]
+    assert json.loads((tmp_path / "propagation.json").read_text()) == found
+    assert calibrated_propagation_weight(tmp_path) == found["propagation_automatic_weight"]
+    assert not net.training
+
+
+def test_calibration_loads_a_training_checkpoint_first(tmp_path):
+    torch.manual_seed(0)
+    trained = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full")
+    torch.save({"model": trained.state_dict(), "epoch": 3}, tmp_path / "checkpoint_epoch=3.pt")
+    torch.manual_seed(1)
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full")
+    calibrate_propagation(net, cases(1), None, checkpoint=tmp_path / "checkpoint_epoch=3.pt")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.state_dict().values(),
+                                                 strict=True))
+    assert not (tmp_path / "propagation.json").exists()  # no ckpt_dir: nothing written
+
+
+def test_nothing_to_choose_for_2d_networks_or_without_propagation(tmp_path):
+    net2d = MedSA(2, 1, 2, "vit_tiny", image_size=64)
+    assert calibrate_propagation(net2d, [{"image": torch.rand(1, 16, 16), "label": torch.zeros(1, 16, 16)}],
+                                 tmp_path) is None
+    flat = MedSA(3, 1, 2, "vit_tiny", image_size=64, prompt_propagation=False)
+    assert calibrate_propagation(flat, cases(1), tmp_path) is None
+    assert not (tmp_path / "propagation.json").exists()
+    with pytest.raises(ValueError, match="at least one case"):
+        calibrate_propagation(MedSA(3, 1, 2, "vit_tiny", image_size=64), [], tmp_path)
+
+
+def test_reading_the_choice_back(tmp_path):
+    assert calibrated_propagation_weight(tmp_path) == 0.0  # none made: propagation of the neighbour alone
+    assert calibrated_propagation_weight(tmp_path, default=0.25) == 0.25
+    (tmp_path / "propagation.json").write_text('{"propagation_automatic_weight": 0.5}')
+    assert calibrated_propagation_weight(tmp_path) == 0.5
+    (tmp_path / "propagation.json").write_text('{"weight": 0.5}')
+    with pytest.raises(ValueError, match="propagation.json"):
+        calibrated_propagation_weight(tmp_path)
+    (tmp_path / "propagation.json").write_text('{"propagation_automatic_weight": 2}')
+    with pytest.raises(ValueError, match=r"does not lie in \[0, 1\]"):
+        calibrated_propagation_weight(tmp_path)
