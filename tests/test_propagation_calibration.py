@@ -79,3 +79,14 @@ def test_reading_the_choice_back(tmp_path):
     (tmp_path / "propagation.json").write_text('{"propagation_automatic_weight": 2}')
     with pytest.raises(ValueError, match=r"does not lie in \[0, 1\]"):
         calibrated_propagation_weight(tmp_path)
+
+
+@torch.no_grad()
+def test_each_case_is_encoded_once_for_all_the_weights(tmp_path):
+    torch.manual_seed(0)
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full")
+    encoded = []
+    net.image_encoder.register_forward_hook(lambda module, args, out: encoded.append(out.shape[0]))
+    calibrate_propagation(net, cases(2), None)
+    assert len(encoded) == 2  # two cases, three weights
+    assert net.embedding_cache is None and net.training  # left as it was found

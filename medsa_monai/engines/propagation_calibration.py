@@ -24,6 +24,7 @@ import torch
 from ..data.atomic import atomic_write_text
 from ..evaluation.interactive_protocol import run_protocol
 from ..evaluation.report import label_map
+from ..inferers.embedding_cache import EmbeddingCache
 
 __all__ = ["CALIBRATION_FILE", "CANDIDATE_WEIGHTS", "calibrate_propagation", "calibrated_propagation_weight"]
 
@@ -77,8 +78,10 @@ def calibrate_propagation(network: torch.nn.Module, cases: Iterable[dict], ckpt_
     items = list(cases)
     if not items:
         raise ValueError("calibrate_propagation needs at least one case")
-    was_training, previous = module.training, module.propagation_automatic_weight
+    was_training, previous, cache = module.training, module.propagation_automatic_weight, module.embedding_cache
     module.eval()
+    if cache is None:  # each case is encoded once for all the weights (the protocol encodes at every call)
+        module.embedding_cache = EmbeddingCache()
     dice: dict[float, list[float]] = {float(w): [] for w in weights}
     try:
         with torch.no_grad():
@@ -95,6 +98,7 @@ def calibrate_propagation(network: torch.nn.Module, cases: Iterable[dict], ckpt_
     finally:
         module.train(was_training)
         module.propagation_automatic_weight = previous
+        module.embedding_cache = cache
     scores = {weight: float(np.mean(values)) if values else math.nan for weight, values in dice.items()}
     chosen = min(scores, key=lambda w: (-scores[w] if math.isfinite(scores[w]) else math.inf, w))
     module.propagation_automatic_weight = chosen
