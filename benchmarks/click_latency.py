@@ -45,7 +45,7 @@ from scipy import ndimage
 
 from medsa_monai.bundle import training_frame_size
 from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
-from medsa_monai.engines import calibrated_propagation_weight
+from medsa_monai.engines import calibrated_propagation_weight, calibrated_removal_radius
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -135,8 +135,9 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     network = parser.get_parsed_content("network_def").to(device).eval()
     state = torch.load(model or bundle / "models" / "model.pt", weights_only=True, map_location=device)
     network.load_state_dict(state.get("model", state))  # a model.pt or a whole-training-state checkpoint
-    if model is not None:  # the propagation weight chosen for that model after training, if any
+    if model is not None:  # the propagation weight and removal radius chosen for that model after training, if any
         network.propagation_automatic_weight = calibrated_propagation_weight(model.parent)
+        network.removal_radius = calibrated_removal_radius(model.parent)
     preprocessing = parser.get_parsed_content("preprocessing")
     image = preprocessing({"image": str(volume)})["image"][None].to(device)
     frame = training_frame_size(parser.get_parsed_content("spatial_dims"), parser.get_parsed_content("patch_size"))

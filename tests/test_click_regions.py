@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from medsa_monai.networks.click_regions import confine_to_clicked_regions
-from medsa_monai.networks.prompt_mapping import to_sam_prompts
+from medsa_monai.networks.click_regions import confine_to_clicked_regions, pending_clicks
+from medsa_monai.networks.prompt_mapping import index_to_sam_xy, to_sam_prompts
 from medsa_monai.networks.propagation import propagate_prompts
 
 from .test_propagation import SIDE, TubeDecoder, tube
@@ -84,6 +84,7 @@ def test_medsa_confines_a_click_in_a_session_under_way_by_default():
     points = torch.tensor([[[[12.0, 20.0, 2.0]]]])  # (i, j, k): SAM frame (x, y) = (40.5, 24.5) on slice 2
     for label in (1, 0):
         labels = torch.tensor([[[label]]])
+        previous[0, 0, 4:8, 8:12, 2] = -4.0 if label else 4.0  # shown wrong around the click: it asks for a change
         confined = net.decode(embeddings, volume.shape, points, labels, mask_inputs=previous)
         net.confine_corrections = False
         whole = net.decode(embeddings, volume.shape, points, labels, mask_inputs=previous)
@@ -95,3 +96,58 @@ def test_medsa_confines_a_click_in_a_session_under_way_by_default():
                                               torch.tensor([[40.5, 24.5]]), labels[0, 0])
         assert torch.equal(confined[0, 0, ..., 2], expected)
         assert not torch.equal(confined, whole)  # the whole slice decoded again changed more than the click's region
+
+
+def test_a_background_click_removes_only_within_the_removal_radius():
+    previous = logits((2, 12, 2, 12))
+    new = logits((2, 12, 2, 3))  # decoded again: almost all of it removed
+    out = confine_to_clicked_regions(new, previous, click(7, 7), torch.tensor([0]), removal_radius=2.0)
+    rows, cols = torch.meshgrid(torch.arange(SIDE), torch.arange(SIDE), indexing="ij")
+    near = (rows - 7) ** 2 + (cols - 7) ** 2 <= 4
+    removed = (previous > 0) & ~(out > 0)
+    assert torch.equal(removed, near & (previous > 0) & ~(new > 0))  # exactly the disk of radius 2, 13 pixels
+    assert int(removed.sum()) == 13
+    # a foreground click is not bounded by it
+    grown = confine_to_clicked_regions(logits((2, 12, 2, 16)), previous, click(7, 13), torch.tensor([1]),
+                                       removal_radius=2.0)
+    assert torch.equal(grown > 0, logits((2, 12, 2, 16)) > 0)
+
+
+def test_pending_clicks_read_the_prediction_as_it_is_shown():
+    torch.manual_seed(0)
+    height, width = 23, 37  # the image's slice: low-resolution logits are interpolated to it
+    previous = torch.randn(1, 2, SIDE, SIDE) * 3
+    shown = torch.nn.functional.interpolate(previous, size=(height, width), mode="bilinear", align_corners=False)
+    ii, jj = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    ij = torch.stack([ii.flatten(), jj.flatten()], -1).float()
+    coords = index_to_sam_xy(ij, torch.tensor([64 / height, 64 / width]))  # every voxel centre, SAM frame
+    for exclusive in (False, True):
+        for label in (0, 1):
+            labels = torch.full((1, 2, coords.shape[0]), label)
+            pending = pending_clicks(previous, coords[None, None].expand(1, 2, -1, -1), labels, exclusive)
+            for k in range(2):
+                visible = shown[0, k] > 0
+                if exclusive:
+                    visible &= shown[0, k] >= shown[0].amax(0)
+                asked = ~visible if label == 1 else visible  # a click where the voxel is shown wrong
+                assert torch.equal(pending[0, k] != -1, asked.flatten()), (exclusive, label, k)
+    padding = pending_clicks(previous, torch.full((1, 2, 1, 2), float("nan")), torch.full((1, 2, 1), -1), True)
+    assert (padding == -1).all()
+
+
+def test_a_slice_whose_clicks_are_obeyed_is_not_decoded_again():
+    structure = tube(5, 24)
+    previous = torch.where(structure, 6.0, -6.0)[None, None].clone()  # (1, 1, m, m, 30): the structure, shown
+    clicks = torch.tensor([[[[30.0, 34.0, 12.0], [30.0, 34.0, 20.0]]]])  # both inside the structure
+    labels = torch.tensor([[[1, 1]]])
+    previous[0, 0, 7:10, 6:9, 20] = -6.0  # slice 20 lost the structure around its click: that one is pending
+    prompts = to_sam_prompts(clicks, labels, None, previous, spatial_shape=(64, 64, 30), image_size=64,
+                             num_classes=1, batch=1, click_depth_radius=0)
+    decoder = TubeDecoder(structure)
+    out = propagate_prompts(decoder, torch.zeros(30, 1), prompts, 1, 30, confine_corrections=True)
+    assert [z for z, kind in decoder.decoded if kind == "click"] == [20]
+    assert torch.equal(out[0, 0, ..., 12], previous[0, 0, ..., 12])
+    assert torch.equal(out[0, 0, ..., 20] > 0, structure[..., 20])  # the pending click restored it
+    decoder = TubeDecoder(structure)
+    propagate_prompts(decoder, torch.zeros(30, 1), prompts, 1, 30)  # SAM's way: every clicked slice again
+    assert sorted(z for z, kind in decoder.decoded if kind == "click") == [12, 20]

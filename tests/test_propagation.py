@@ -22,6 +22,7 @@ class TubeDecoder:
 
     num_classes = 1
     image_size = 64
+    background_channel = True
 
     def __init__(self, structure: torch.Tensor):
         self.structure = structure  # (m, m, D) bool

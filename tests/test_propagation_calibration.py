@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsa_monai.engines import calibrate_propagation, calibrated_propagation_weight
+from medsa_monai.engines import calibrate_propagation, calibrated_propagation_weight, calibrated_removal_radius
 from medsa_monai.evaluation.interactive_protocol import run_protocol
 from medsa_monai.networks import MedSA
 
@@ -30,6 +30,7 @@ def test_calibration_scores_every_weight_by_box_dice_and_keeps_the_best(tmp_path
     torch.manual_seed(0)
     net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
     found = calibrate_propagation(net, cases(), tmp_path, weights=(0.0, 0.5, 1.0))
+    left_with = net.propagation_automatic_weight, net.removal_radius
     assert found["cases"] == 2 and set(found["box_dice"]) == {"0.0", "0.5", "1.0"}
     for weight, score in found["box_dice"].items():  # the protocol's box, mean over classes and cases, by hand
         net.propagation_automatic_weight = float(weight)
@@ -39,10 +40,20 @@ def test_calibration_scores_every_weight_by_box_dice_and_keeps_the_best(tmp_path
     scores = {float(w): s for w, s in found["box_dice"].items()}
     best = max(scores.values())
     assert found["propagation_automatic_weight"] == min(w for w, s in scores.items() if s == best)
-    assert net.propagation_automatic_weight == found["propagation_automatic_weight"]
+    assert left_with == (found["propagation_automatic_weight"], found["removal_radius"])
     assert json.loads((tmp_path / "propagation.json").read_text()) == found
     assert calibrated_propagation_weight(tmp_path) == found["propagation_automatic_weight"]
     assert not net.training
+    # then, with that weight, each removal radius by Dice after the protocol's five clicks
+    assert set(found["click_dice"]) == {"none", "2.0"}
+    net.propagation_automatic_weight = found["propagation_automatic_weight"]
+    for radius, score in found["click_dice"].items():
+        net.removal_radius = None if radius == "none" else float(radius)
+        by_hand = [np.nanmean(run_protocol(net, item["image"][None], item["label"][0].long().numpy(),
+                                           num_clicks=5).final_dice) for item in cases()]
+        assert score == pytest.approx(float(np.mean(by_hand)), abs=1e-6)
+    best_radius = None if found["click_dice"]["none"] >= found["click_dice"]["2.0"] else 2.0
+    assert found["removal_radius"] == best_radius == calibrated_removal_radius(tmp_path)
 
 
 def test_calibration_loads_a_training_checkpoint_first(tmp_path):
@@ -90,3 +101,25 @@ def test_each_case_is_encoded_once_for_all_the_weights(tmp_path):
     calibrate_propagation(net, cases(2), None)
     assert len(encoded) == 2  # two cases, three weights
     assert net.embedding_cache is None and net.training  # left as it was found
+
+
+def test_reading_the_removal_radius_back(tmp_path):
+    assert calibrated_removal_radius(tmp_path) is None  # none made: a background click removes its whole region
+    (tmp_path / "propagation.json").write_text('{"propagation_automatic_weight": 0.5}')  # written before radii
+    assert calibrated_removal_radius(tmp_path) is None
+    (tmp_path / "propagation.json").write_text('{"propagation_automatic_weight": 0.5, "removal_radius": 2}')
+    assert calibrated_removal_radius(tmp_path) == 2.0
+    (tmp_path / "propagation.json").write_text('{"propagation_automatic_weight": 0.5, "removal_radius": -1}')
+    with pytest.raises(ValueError, match="removal_radius -1"):
+        calibrated_removal_radius(tmp_path)
+    (tmp_path / "propagation.json").write_text('[0.5]')
+    with pytest.raises(ValueError, match="propagation.json"):
+        calibrated_removal_radius(tmp_path)
+
+
+def test_a_network_that_does_not_confine_its_corrections_keeps_its_radius(tmp_path):
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", confine_corrections=False).eval()
+    found = calibrate_propagation(net, cases(1), tmp_path)
+    assert found["removal_radius"] is None and found["click_dice"] == {}
+    with pytest.raises(ValueError, match="removal_radius"):
+        MedSA(3, 1, 3, "vit_tiny", image_size=64, removal_radius=0)

@@ -180,8 +180,12 @@ class MedSA(nn.Module):
             training on training cases (:func:`~medsa_monai.engines.calibrate_propagation`).
         confine_corrections: in a propagated 3D session under way, a click changes its slice only in the regions of
             change it touches, adding for a foreground click and removing for a background one
-            (:func:`~medsa_monai.networks.click_regions.confine_to_clicked_regions`); ``False`` keeps SAM's whole
-            slice decoded again.
+            (:func:`~medsa_monai.networks.click_regions.confine_to_clicked_regions`), and only slices with a click
+            the previous prediction does not obey yet are decoded again; ``False`` keeps SAM's whole slice decoded
+            again at every click.
+        removal_radius: with ``confine_corrections``, how far from a background click (in low-resolution pixels,
+            4 SAM pixels each) it may remove; ``None``: the whole region of change it touches. The bundles choose
+            it after training on training cases (:func:`~medsa_monai.engines.calibrate_propagation`).
         encode_depth: in 3D, encode a deeper volume in consecutive slabs of at most this many slices (SD-Trans
             attends within a slab), so that encoding a whole CT (hundreds of slices, as the interactive protocols
             and clicks do) needs the memory of one training slab, not of the volume; ``None`` encodes any depth at
@@ -220,6 +224,7 @@ class MedSA(nn.Module):
         prompt_propagation: bool | None = None,
         propagation_automatic_weight: float = 0.0,
         confine_corrections: bool = True,
+        removal_radius: float | None = None,
         encode_depth: int | None = None,
         dense_prompts: bool = False,
         click_radius: float = 1.0,
@@ -289,6 +294,9 @@ class MedSA(nn.Module):
             raise ValueError(f"propagation_automatic_weight must lie in [0, 1], got {propagation_automatic_weight}")
         self.propagation_automatic_weight = float(propagation_automatic_weight)
         self.confine_corrections = bool(confine_corrections)
+        if removal_radius is not None and not removal_radius > 0:
+            raise ValueError(f"removal_radius must be None or positive, got {removal_radius}")
+        self.removal_radius = None if removal_radius is None else float(removal_radius)
         if encode_depth is not None and (spatial_dims != 3 or int(encode_depth) < 1):
             raise ValueError(f"encode_depth must be None, or a positive slab depth for a 3D network, got "
                              f"{encode_depth}")
@@ -384,7 +392,7 @@ class MedSA(nn.Module):
                                  click_depth_radius=0 if propagate else self.click_depth_radius)
         if propagate:
             return propagate_prompts(self, embeddings, prompts, batch, depth, self.propagation_automatic_weight,
-                                     self.confine_corrections)
+                                     self.confine_corrections, self.removal_radius)
         return self.decode_prompts(embeddings, prompts, batch, depth)
 
     def propagates(self) -> bool:
