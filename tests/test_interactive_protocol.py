@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from medsa_monai.data import synthetic_case
 from medsa_monai.evaluation import ProtocolResult, run_protocol, summarize_protocol
@@ -171,6 +172,10 @@ def test_oracle_scores_one_at_every_step_with_one_encoding():
     assert network.calls[0]["masks"] is None and all(c["masks"] is not None for c in network.calls[1:])
     for k in (1, 2):
         assert torch.equal(network.calls[0]["boxes"][0, k - 1], torch.from_numpy(protocol_box(label == k)))
+    dice_only = run_protocol(OracleNetwork(label, num_classes=2), image, label, spacing=(1.0, 1.0, 2.5),
+                             num_clicks=5, surface=False)
+    np.testing.assert_array_equal(dice_only.dice, result.dice)
+    assert np.isnan(dice_only.nsd).all()
 
 
 def test_absent_class_is_nan_unprompted_and_not_predicted():
@@ -283,3 +288,33 @@ def test_nested_regions_are_prompted_and_scored_each_on_its_own():
     np.testing.assert_allclose(clicked.box_dice, 1.0)
     with pytest.raises(ValueError, match="region channels"):
         run_protocol(RegionOracle(regions), image, regions[:, :16])
+
+
+def _whole_image_click(prediction, reference, spacing, seed):
+    """The click computed on the whole image (the transform of the full padded volume), as the challenge does."""
+    error = prediction != reference
+    if not error.any():
+        return None
+    rng = np.random.RandomState(seed)
+    components, count = ndimage.label(error, structure=ndimage.generate_binary_structure(error.ndim, error.ndim))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    largest = np.flatnonzero(sizes == sizes.max()) + 1
+    region = components == (largest[0] if largest.size == 1 else rng.choice(largest))
+    distance = ndimage.distance_transform_edt(np.pad(region, 1), sampling=spacing)[(slice(1, -1),) * region.ndim]
+    maxima = np.argwhere(np.isclose(distance * region, (distance * region).max(), rtol=1e-9, atol=0.0) & region)
+    index = maxima[0] if len(maxima) == 1 else maxima[rng.choice(len(maxima))]
+    return index, bool(reference[tuple(index)])
+
+
+def test_click_within_the_component_box_equals_the_whole_image_click():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        shape = tuple(int(n) for n in rng.integers(3, 14, size=rng.integers(2, 4)))
+        reference = ndimage.binary_dilation(rng.random(shape) > 0.9, iterations=int(rng.integers(0, 3)))
+        prediction = ndimage.binary_dilation(rng.random(shape) > 0.9, iterations=int(rng.integers(0, 3)))
+        spacing = None if trial % 2 else [float(v) for v in rng.choice([0.5, 1.0, 2.5], size=len(shape))]
+        ours = protocol_click(prediction, reference, spacing, seed=trial)
+        expected = _whole_image_click(prediction, reference, spacing, seed=trial)
+        assert (ours is None) == (expected is None)
+        if ours is not None:
+            assert np.array_equal(ours[0], expected[0]) and ours[1] == expected[1], trial

@@ -66,7 +66,7 @@ class PromptedValidation:
                 image = torch.as_tensor(item["image"])[None].to(device)
                 label = torch.as_tensor(item["label"])
                 reference = label_map(label) if network.background_channel else label.numpy()  # regions: channels
-                result = run_protocol(network, image, reference, num_clicks=self.num_clicks)
+                result = run_protocol(network, image, reference, num_clicks=self.num_clicks, surface=False)
                 values = result.dice[np.isfinite(result.dice)]
                 if values.size:
                     self._dice.append(float(values.mean()))

@@ -139,7 +139,7 @@ def calibrate_propagation(network: torch.nn.Module, cases: Iterable[dict], ckpt_
         label = torch.as_tensor(item["label"])
         reference = label_map(label) if module.background_channel else label.numpy()
         return run_protocol(module, torch.as_tensor(item["image"])[None].to(device), reference,
-                            num_clicks=num_clicks).dice[-1]  # the last step: the box, or after the clicks
+                            num_clicks=num_clicks, surface=False).dice[-1]  # the box, or after the clicks
 
     try:
         with torch.no_grad():
