@@ -19,8 +19,9 @@ are medians over ``--images`` images, after one warm-up image.
 For a volume (the hippocampus bundle) it also times 3D prompt propagation on one volume, the embedding computed
 once: a click on one slice segmenting the structure slice by slice (``prompt_propagation``, the default), beside
 the same click prompting its own slice only (``prompt_propagation=False``, one batched decoder pass over all
-slices), the next click of that session (one slice further, the previous prediction fed back: only the clicked
-slices are decoded again, the change confined to the regions the clicks touch), and the cost per decoded
+slices), the next click of that session (one slice further, the previous prediction fed back: only the slices
+with a click not yet obeyed are decoded again, the change confined to the regions those touch), and the cost per
+decoded
 (slice, class) pair. The volume is padded in-plane to the bundle's patch, as the bundle's click path pads it. The
 click goes to the centre of the first class as the model segments it automatically (on its middle slice). How far a
 click propagates depends on the weights: give a trained ``--model`` and a real ``--volume`` for figures that mean
@@ -257,7 +258,7 @@ def main() -> None:
                   f"class) decoder passes, structure on {found['propagated_slices']} slices; "
                   f"{found['propagated'] / max(found['propagated_pairs'], 1) * 1000:.2f} ms per pass")
             print(f"  next click of that session:  {found['correction']:8.3f} s, {found['correction_pairs']} (slice, "
-                  f"class) decoder passes (the clicked slices, and the other class automatic on every slice), "
+                  f"class) decoder passes (the slices with a pending click, the other class automatic on every slice), "
                   f"confined to the regions it changes")
             print(f"  own slice only (no propagation): {found['own_slice']:8.3f} s, {found['own_slice_pairs']} passes "
                   f"in one batch; {found['own_slice'] / max(found['own_slice_pairs'], 1) * 1000:.2f} ms per pass")
