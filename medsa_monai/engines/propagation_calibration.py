@@ -90,7 +90,7 @@ def _mean_dice(values: np.ndarray) -> float | None:
 
 def _best(scores: dict, order: Sequence) -> object:
     """The candidate with the highest finite score; ties (and no score) go to the earliest in ``order``."""
-    return min(order, key=lambda c: (-scores[c] if math.isfinite(scores[c]) else math.inf, order.index(c)))
+    return max(order, key=lambda c: scores[c] if math.isfinite(scores[c]) else -math.inf)  # max keeps the first
 
 
 def calibrate_propagation(network: torch.nn.Module, cases: Iterable[dict], ckpt_dir: str | Path | None = None,

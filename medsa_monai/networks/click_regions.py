@@ -60,22 +60,20 @@ def confine_to_clicked_regions(new: torch.Tensor, previous: torch.Tensor, coords
     regions, _ = ndimage.label(changed, structure=_EIGHT_CONNECTED)
     regions = torch.as_tensor(regions, device=new.device)
     result = torch.where(torch.as_tensor(changed, device=new.device), previous, new)
-    rows, cols = torch.meshgrid(torch.arange(side, device=new.device), torch.arange(side, device=new.device),
-                                indexing="ij")
     for (x, y), label in zip(coords.tolist(), labels.tolist(), strict=True):
         if label == -1:
             continue
         i, j = min(max(int(y // 4), 0), side - 1), min(max(int(x // 4), 0), side - 1)
+        bounded = torch.maximum(new, previous) if label == 1 else torch.minimum(new, previous)
+        reach = None  # a background click's disk of removal_radius, where it is bounded
+        if label == 0 and removal_radius is not None:
+            rows = torch.arange(side, device=new.device)[:, None]
+            cols = torch.arange(side, device=new.device)[None, :]
+            reach = (rows - i) ** 2 + (cols - j) ** 2 <= removal_radius ** 2
         for region in regions[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].unique().tolist():
             if region == 0:
                 continue
-            inside = regions == region
-            if label == 1:
-                bounded = torch.maximum(new, previous)
-            else:
-                bounded = torch.minimum(new, previous)
-                if removal_radius is not None:
-                    inside &= (rows - i) ** 2 + (cols - j) ** 2 <= removal_radius ** 2
+            inside = regions == region if reach is None else (regions == region) & reach
             result = torch.where(inside, bounded, result)
     return result
 
