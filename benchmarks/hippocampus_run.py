@@ -79,7 +79,8 @@ def main() -> None:
             epochs = max(1, math.floor(options.minutes * 60 / (pilot * 1.05)))
             seconds = bundle("training", train_files, {**common, "bundle_root": str(out), "max_epochs": epochs,
                                                        "val_interval": 5, "warmup_epochs": 1,
-                                                       "time_budget_minutes": options.minutes}, log)
+                                                       "time_budget_minutes": options.minutes,
+                                                       "calibrate#load_path": "$None"}, log)  # the last epoch
         checkpoints = sorted((out / "models").glob("checkpoint_epoch=*.pt"),
                              key=lambda path: int(path.stem.split("=")[1]))
         if not checkpoints:

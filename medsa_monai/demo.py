@@ -86,7 +86,9 @@ def run_demo(output_dir: str | Path = "demo_output", num_cases: int = 24, epochs
     common = {"meta_file": str(configs / "metadata.json"), "logging_file": str(configs / "logging.conf")}
 
     logger.info("training on %d synthetic cases for %d epochs", num_cases, epochs)
-    run("training", config_file=str(configs / "train.json"), sam_checkpoint="none", **common, **settings)
+    # The calibration after training scores the network as the last epoch left it, the model evaluated below.
+    run("training", config_file=str(configs / "train.json"), sam_checkpoint="none", **common,
+        **{"calibrate#load_path": "$None", **settings})
     # The model of the last epoch is evaluated: the held-out cases choose nothing.
     last = str(latest_checkpoint(output_dir / "models"))
     logger.info("evaluating %s", last)

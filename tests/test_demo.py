@@ -29,4 +29,5 @@ def test_demo_runs_end_to_end(tmp_path):
     # and the propagation weight chosen on the training cases after training
     assert sorted(p.name for p in (out / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt",
                                                                   "propagation.json"]
-    assert json.loads((out / "models" / "propagation.json").read_text())["cases"] == 5
+    calibration = json.loads((out / "models" / "propagation.json").read_text())
+    assert calibration["cases"] == 5 and calibration["checkpoint"] is None  # the last epoch, as evaluated

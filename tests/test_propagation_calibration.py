@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from medsa_monai.engines import calibrate_propagation, calibrated_propagation_weight, calibrated_removal_radius
+from medsa_monai.engines import (
+    calibrate_propagation,
+    calibrated_propagation_weight,
+    calibrated_removal_radius,
+    calibration_checkpoint,
+)
 from medsa_monai.evaluation.interactive_protocol import run_protocol
 from medsa_monai.networks import MedSA
 
@@ -62,10 +67,19 @@ def test_calibration_loads_a_training_checkpoint_first(tmp_path):
     torch.save({"model": trained.state_dict(), "epoch": 3}, tmp_path / "checkpoint_epoch=3.pt")
     torch.manual_seed(1)
     net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full")
-    calibrate_propagation(net, cases(1), None, checkpoint=tmp_path / "checkpoint_epoch=3.pt")
+    found = calibrate_propagation(net, cases(1), None, checkpoint=tmp_path / "checkpoint_epoch=3.pt")
+    assert found["checkpoint"] == "checkpoint_epoch=3.pt"
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.state_dict().values(),
                                                  strict=True))
     assert not (tmp_path / "propagation.json").exists()  # no ckpt_dir: nothing written
+
+
+def test_calibration_checkpoint_is_the_selected_model_when_training_saved_one(tmp_path):
+    assert calibration_checkpoint(tmp_path) is None  # no selected model: the network as training left it
+    (tmp_path / "checkpoint_epoch=3.pt").write_bytes(b"")
+    assert calibration_checkpoint(tmp_path) is None
+    (tmp_path / "model.pt").write_bytes(b"")
+    assert calibration_checkpoint(tmp_path) == str(tmp_path / "model.pt")
 
 
 def test_nothing_to_choose_for_2d_networks_or_without_propagation(tmp_path):

@@ -32,7 +32,7 @@ from ..evaluation.report import label_map
 from ..inferers.embedding_cache import EmbeddingCache
 
 __all__ = ["CALIBRATION_FILE", "CANDIDATE_REMOVAL_RADII", "CANDIDATE_WEIGHTS", "calibrate_propagation",
-           "calibrated_propagation_weight", "calibrated_removal_radius"]
+           "calibrated_propagation_weight", "calibrated_removal_radius", "calibration_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,13 @@ def _read(ckpt_dir: str | Path) -> tuple[Path, dict | None]:
         raise ValueError(f"{path}: not a propagation calibration ({error}); delete it or run the bundle's "
                          f"'calibrating' again") from error
     return path, found
+
+
+def calibration_checkpoint(ckpt_dir: str | Path, selected: str = "model.pt") -> str | None:
+    """The weights to calibrate: the selected model that ``inference.json`` loads (``<ckpt_dir>/model.pt``, the best
+    validation epoch) when training saved one, else ``None`` (the network as training left it)."""
+    path = Path(ckpt_dir) / selected
+    return str(path) if path.is_file() else None
 
 
 def calibrated_propagation_weight(ckpt_dir: str | Path, default: float = 0.0) -> float:
@@ -113,8 +120,8 @@ def calibrate_propagation(network: torch.nn.Module, cases: Iterable[dict], ckpt_
 
     Returns:
         ``{"propagation_automatic_weight": chosen, "box_dice": {weight: mean Dice}, "removal_radius": chosen,
-        "click_dice": {radius: mean Dice after the clicks}, "cases": n}`` (radii as strings, ``"none"`` for
-        ``None``); the network is left with the chosen weight and radius.
+        "click_dice": {radius: mean Dice after the clicks}, "cases": n, "checkpoint": file name or None}`` (radii
+        as strings, ``"none"`` for ``None``); the network is left with the chosen weight and radius.
     """
     module = getattr(network, "module", network)
     if getattr(module, "spatial_dims", 2) != 3 or not getattr(module, "prompt_propagation", False):
@@ -168,7 +175,8 @@ def calibrate_propagation(network: torch.nn.Module, cases: Iterable[dict], ckpt_
     module.propagation_automatic_weight, module.removal_radius = weight, radius
     found = {"propagation_automatic_weight": weight, "box_dice": {str(w): s for w, s in box_scores.items()},
              "removal_radius": radius,
-             "click_dice": {"none" if r is None else str(r): s for r, s in click_scores.items()}, "cases": len(items)}
+             "click_dice": {"none" if r is None else str(r): s for r, s in click_scores.items()}, "cases": len(items),
+             "checkpoint": None if checkpoint is None else Path(checkpoint).name}
     logger.info("propagation calibrated on %d training cases: box Dice %s -> propagation_automatic_weight %s; "
                 "Dice after %d clicks %s -> removal_radius %s", len(items),
                 ", ".join(f"{w}: {s:.4f}" for w, s in box_scores.items()), weight, CALIBRATION_CLICKS,
