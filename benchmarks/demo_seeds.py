@@ -4,12 +4,19 @@ change is judged against the run-to-run noise.
     python benchmarks/demo_seeds.py --seeds 0 1 --out runs/demo
     python benchmarks/demo_seeds.py --seeds 0 --out runs/demo_before \\
         --evaluate-only runs/demo_before/seed0/models/checkpoint_epoch=60.pt --set prompt_class_token=False
+    python benchmarks/demo_seeds.py --seeds 0 1 2 3 --out runs/demo --common-test 40
 
 Each seed makes its own synthetic data set (24 volumes, 19 trained on, 5 held out), trains the hippocampus bundle
 for 60 epochs (vit_tiny from scratch, image_size 96, CPU) and evaluates the last epoch's model (no selection on the
 held-out cases) with every protocol of `evaluate.json`. A seed whose `eval/interactive_summary.json` exists is not run
 again. ``--evaluate-only`` evaluates a given checkpoint on each seed's held-out cases instead of training (e.g. a
 model trained by an earlier version of the code), with ``--set key=value`` overrides of the bundle's settings.
+
+Five held-out volumes make each seed's figures noisy. ``--common-test N`` also evaluates every seed's trained model
+on the same N synthetic volumes (generator seed ``--common-test-seed``, 1000: no seed's training data), written to
+``<out>/seed<S>/common_test/`` and printed as a second table, so that seeds differ only by their training. The
+evaluation overrides only keys that earlier versions of the bundle also have, so the script can be copied into a
+checkout of an earlier commit to evaluate that recipe's models on the same volumes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 
 from monai.bundle import run
 
+from medsa_monai.bundle.workflow import latest_checkpoint
 from medsa_monai.data.synthetic import make_synthetic_dataset
 from medsa_monai.demo import DEMO_OVERRIDES, find_bundle, run_demo
 
@@ -36,9 +44,40 @@ def evaluate_only(out: Path, seed: int, checkpoint: Path, overrides: dict) -> No
         **{"evaluate#handlers#0#load_path": str(checkpoint), "interactive#handlers#0#load_path": str(checkpoint)})
 
 
-def figures(out: Path) -> dict[str, float]:
-    summary = json.loads((out / "eval" / "summary.json").read_text())
-    report = json.loads((out / "eval" / "interactive_summary.json").read_text())
+def evaluate_common(out: Path, seed: int, test_dir: Path) -> Path:
+    """Evaluate the last epoch's model of ``out`` on every volume of ``test_dir``; returns the report folder."""
+    configs = find_bundle() / "configs"
+    report_dir = out / "common_test"
+    if not (report_dir / "interactive_summary.json").is_file():
+        dataset = json.loads((test_dir / "dataset.json").read_text())
+        items = [{k: str(test_dir / item[k]) for k in ("image", "label")} for item in dataset["training"]]
+        checkpoint = str(latest_checkpoint(out / "models"))
+        run("evaluating", config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
+            meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
+            **{**DEMO_OVERRIDES, "dataset_dir": str(test_dir), "bundle_root": str(out),
+               "output_dir": str(report_dir), "seed": seed, "label_values": [0, 1, 2], "save_predictions": False,
+               "interactive_clicks": 5, "protocol_clicks": 5, "paper_protocols": [],
+               "evaluate#dataset#data": items, "interactive#dataset#data": items,
+               "evaluate#handlers#0#load_path": checkpoint, "interactive#handlers#0#load_path": checkpoint})
+    return report_dir
+
+
+def print_table(rows: dict[int, dict[str, float]]) -> None:
+    columns = list(next(iter(rows.values())))
+    print("| seed | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for seed, row in rows.items():
+        print(f"| {seed} | " + " | ".join(f"{row.get(c, math.nan):.3f}" for c in columns) + " |")
+    if len(rows) > 1:
+        spread = {c: [row[c] for row in rows.values() if c in row] for c in columns}
+        print("| mean | " + " | ".join(f"{statistics.mean(v):.3f}" for v in spread.values()) + " |")
+        print("| half range | " + " | ".join(f"{(max(v) - min(v)) / 2:.3f}" for v in spread.values()) + " |")
+
+
+def figures(out: Path, report_dir: Path | None = None) -> dict[str, float]:
+    report_dir = out / "eval" if report_dir is None else report_dir
+    summary = json.loads((report_dir / "summary.json").read_text())
+    report = json.loads((report_dir / "interactive_summary.json").read_text())
     mean = report["classes"]["mean"]
     row = {"automatic": summary["classes"]["mean"]["dice"]["mean"],
            "automatic, prompts' frame": mean.get("automatic_dice", math.nan), "box": mean.get("box_dice", math.nan)}
@@ -64,6 +103,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo_seeds")
     parser.add_argument("--evaluate-only", type=Path, default=None, help="a checkpoint to evaluate instead")
     parser.add_argument("--set", nargs="*", default=[], help="key=value bundle overrides (JSON values)")
+    parser.add_argument("--common-test", type=int, default=0, help="also evaluate on N common synthetic volumes")
+    parser.add_argument("--common-test-seed", type=int, default=1000)
     options = parser.parse_args()
     overrides = {k: json.loads(v) if v not in ("True", "False") else v == "True"
                  for k, v in (item.split("=", 1) for item in options.set)}
@@ -77,15 +118,15 @@ def main() -> None:
             else:
                 run_demo(out, seed=seed, **overrides)
         rows[seed] = figures(out)
-    columns = list(next(iter(rows.values())))
-    print("| seed | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for seed, row in rows.items():
-        print(f"| {seed} | " + " | ".join(f"{row.get(c, math.nan):.3f}" for c in columns) + " |")
-    if len(rows) > 1:
-        spread = {c: [row[c] for row in rows.values() if c in row] for c in columns}
-        print("| mean | " + " | ".join(f"{statistics.mean(v):.3f}" for v in spread.values()) + " |")
-        print("| half range | " + " | ".join(f"{(max(v) - min(v)) / 2:.3f}" for v in spread.values()) + " |")
+    print("Each seed's own held-out volumes:")
+    print_table(rows)
+    if options.common_test > 0:
+        test_dir = make_synthetic_dataset(Path(options.out).resolve() / "common_test_data",
+                                          num_cases=options.common_test, seed=options.common_test_seed)
+        common = {seed: figures(out, evaluate_common(out, seed, test_dir))
+                  for seed, out in ((s, Path(options.out).resolve() / f"seed{s}") for s in options.seeds)}
+        print(f"\nThe same {options.common_test} volumes for every seed (generator seed {options.common_test_seed}):")
+        print_table(common)
 
 
 if __name__ == "__main__":
