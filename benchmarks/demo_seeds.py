@@ -34,31 +34,30 @@ from medsa_monai.data.synthetic import make_synthetic_dataset
 from medsa_monai.demo import DEMO_OVERRIDES, find_bundle, run_demo
 
 
-def evaluate_only(out: Path, seed: int, checkpoint: Path, overrides: dict) -> None:
+def evaluate(out: Path, seed: int, data_dir: Path, checkpoint: Path | str, settings: dict) -> None:
+    """Run the bundle's ``evaluating`` with the demo's settings and ``settings`` on top, loading ``checkpoint``."""
     configs = find_bundle() / "configs"
-    data_dir = make_synthetic_dataset(out / "data", num_cases=24, seed=seed)
-    settings = {**DEMO_OVERRIDES, "dataset_dir": str(data_dir), "bundle_root": str(out), "seed": seed,
-                "label_values": [0, 1, 2], **overrides}
     run("evaluating", config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
-        meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"), **settings,
-        **{"evaluate#handlers#0#load_path": str(checkpoint), "interactive#handlers#0#load_path": str(checkpoint)})
+        meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
+        **{**DEMO_OVERRIDES, "dataset_dir": str(data_dir), "bundle_root": str(out), "seed": seed,
+           "label_values": [0, 1, 2], **settings,
+           "evaluate#handlers#0#load_path": str(checkpoint), "interactive#handlers#0#load_path": str(checkpoint)})
+
+
+def evaluate_only(out: Path, seed: int, checkpoint: Path, overrides: dict) -> None:
+    evaluate(out, seed, make_synthetic_dataset(out / "data", num_cases=24, seed=seed), checkpoint, overrides)
 
 
 def evaluate_common(out: Path, seed: int, test_dir: Path) -> Path:
     """Evaluate the last epoch's model of ``out`` on every volume of ``test_dir``; returns the report folder."""
-    configs = find_bundle() / "configs"
     report_dir = out / "common_test"
     if not (report_dir / "interactive_summary.json").is_file():
         dataset = json.loads((test_dir / "dataset.json").read_text())
         items = [{k: str(test_dir / item[k]) for k in ("image", "label")} for item in dataset["training"]]
-        checkpoint = str(latest_checkpoint(out / "models"))
-        run("evaluating", config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
-            meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
-            **{**DEMO_OVERRIDES, "dataset_dir": str(test_dir), "bundle_root": str(out),
-               "output_dir": str(report_dir), "seed": seed, "label_values": [0, 1, 2], "save_predictions": False,
-               "interactive_clicks": 5, "protocol_clicks": 5, "paper_protocols": [],
-               "evaluate#dataset#data": items, "interactive#dataset#data": items,
-               "evaluate#handlers#0#load_path": checkpoint, "interactive#handlers#0#load_path": checkpoint})
+        evaluate(out, seed, test_dir, latest_checkpoint(out / "models"),
+                 {"output_dir": str(report_dir), "save_predictions": False, "interactive_clicks": 5,
+                  "protocol_clicks": 5, "paper_protocols": [], "evaluate#dataset#data": items,
+                  "interactive#dataset#data": items})
     return report_dir
 
 
@@ -109,9 +108,10 @@ def main() -> None:
     overrides = {k: json.loads(v) if v not in ("True", "False") else v == "True"
                  for k, v in (item.split("=", 1) for item in options.set)}
 
+    root = Path(options.out).resolve()
     rows = {}
     for seed in options.seeds:
-        out = Path(options.out).resolve() / f"seed{seed}"
+        out = root / f"seed{seed}"
         if not (out / "eval" / "interactive_summary.json").is_file():
             if options.evaluate_only is not None:
                 evaluate_only(out, seed, options.evaluate_only.resolve(), overrides)
@@ -121,10 +121,10 @@ def main() -> None:
     print("Each seed's own held-out volumes:")
     print_table(rows)
     if options.common_test > 0:
-        test_dir = make_synthetic_dataset(Path(options.out).resolve() / "common_test_data",
-                                          num_cases=options.common_test, seed=options.common_test_seed)
-        common = {seed: figures(out, evaluate_common(out, seed, test_dir))
-                  for seed, out in ((s, Path(options.out).resolve() / f"seed{s}") for s in options.seeds)}
+        test_dir = make_synthetic_dataset(root / "common_test_data", num_cases=options.common_test,
+                                          seed=options.common_test_seed)
+        common = {seed: figures(root / f"seed{seed}", evaluate_common(root / f"seed{seed}", seed, test_dir))
+                  for seed in options.seeds}
         print(f"\nThe same {options.common_test} volumes for every seed (generator seed {options.common_test_seed}):")
         print_table(common)
 
