@@ -17,8 +17,8 @@ on them). The first click is on an image not seen before; each next click adds o
 are medians over ``--images`` images, after one warm-up image.
 
 For a volume (the hippocampus bundle) it also times 3D prompt propagation on one volume, the embedding computed
-once: a click on one slice segmenting the structure slice by slice (``prompt_propagation``, the default), beside
-the same click prompting its own slice only (``prompt_propagation=False``, one batched decoder pass over all
+once: a click on one slice segmenting the structure slice by slice (the predictor's ``propagation``, the default),
+beside the same click prompting its own slice only (``propagation=False``, one batched decoder pass over all
 slices), the next click of that session (one slice further, the previous prediction fed back: only the slices
 with a click not yet obeyed are decoded again, the change confined to the regions those touch), and the cost per
 decoded
@@ -44,9 +44,8 @@ from monai.bundle import ConfigParser
 from monai.transforms import SpatialPad
 from scipy import ndimage
 
-from medsa_monai.bundle import training_frame_size
 from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
-from medsa_monai.engines import calibrated_propagation_weight, calibrated_removal_radius
+from medsa_monai.predictor import MedSAPredictor, calibrated_propagation_weight, calibrated_removal_radius
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -106,7 +105,7 @@ class PipelineClicks:
 
     @property
     def cache(self):
-        return self.network.embedding_cache
+        return self.inferer.embedding_cache  # the click inferer keeps its predictor's cache across clicks
 
 
 class MonaiLabelClicks:
@@ -125,7 +124,7 @@ class MonaiLabelClicks:
 
     @property
     def cache(self):
-        return self.task._networks[self.device][0].embedding_cache
+        return self.task.inferer().embedding_cache  # parsed once by MONAI Label, kept across requests
 
 
 def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | None, repeats: int = 5) -> dict:
@@ -136,12 +135,15 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     network = parser.get_parsed_content("network_def").to(device).eval()
     state = torch.load(model or bundle / "models" / "model.pt", weights_only=True, map_location=device)
     network.load_state_dict(state.get("model", state))  # a model.pt or a whole-training-state checkpoint
-    if model is not None:  # the propagation weight and removal radius chosen for that model after training, if any
-        network.propagation_automatic_weight = calibrated_propagation_weight(model.parent)
-        network.removal_radius = calibrated_removal_radius(model.parent)
+    # the bundle's predictor; with a model, the propagation weight and removal radius chosen for it after training
+    weight = calibrated_propagation_weight(model.parent) if model else 0.0
+    predictor = MedSAPredictor(network, encode_depth=parser.get_parsed_content("encode_depth"),
+                               dense_prompts=parser.get_parsed_content("dense_prompts"),
+                               propagation_automatic_weight=weight,
+                               removal_radius=calibrated_removal_radius(model.parent) if model else None)
     preprocessing = parser.get_parsed_content("preprocessing")
     image = preprocessing({"image": str(volume)})["image"][None].to(device)
-    frame = training_frame_size(parser.get_parsed_content("spatial_dims"), parser.get_parsed_content("patch_size"))
+    frame = parser.get_parsed_content("plan").frame_size
     if frame is not None:  # as the bundle's click path does: the volume padded in-plane to the patch
         image = SpatialPad([*frame, -1])(image[0])[None]
     with torch.no_grad():  # click the centre of the first class as the model finds it automatically
@@ -159,13 +161,13 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     network.mask_decoder.register_forward_hook(lambda module, args, out: pairs.append(out[0].shape[0]))
 
     def timed(propagate: bool, correction: bool = False) -> tuple[float, int, int]:
-        network.prompt_propagation = propagate
+        predictor.propagation = propagate
         times, reached = [], 0
         with torch.no_grad():
-            embeddings = network.encode(image)
+            embeddings = predictor.encode(image)
             clicks, click_labels, previous = points, labels, None
             if correction:  # a second click, one slice further, in the session the first click started
-                previous = network.decode(embeddings, image.shape, points, labels)
+                previous = predictor.decode(embeddings, image.shape, points, labels)
                 second = points[:, :1].clone()
                 second[..., 0, 2] = min(point[2] + 1, image.shape[-1] - 1)
                 clicks = torch.cat([points, torch.cat([second, points[:, 1:]], 1)], 2)
@@ -175,7 +177,7 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                low_res = network.decode(embeddings, image.shape, clicks, click_labels, mask_inputs=previous)
+                low_res = predictor.decode(embeddings, image.shape, clicks, click_labels, mask_inputs=previous)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
@@ -186,8 +188,7 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        network.embedding_cache = None
-        network.encode(image)
+        predictor.encode(image)
         encode = time.perf_counter() - start
     propagated, propagated_pairs, propagated_slices = timed(True)
     correction, correction_pairs, _ = timed(True, correction=True)
@@ -195,7 +196,7 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     return {"depth": image.shape[-1], "encode": encode, "propagated": propagated, "propagated_pairs": propagated_pairs,
             "propagated_slices": propagated_slices, "own_slice": own_slice, "own_slice_pairs": own_pairs,
             "correction": correction, "correction_pairs": correction_pairs,
-            "automatic_weight": network.propagation_automatic_weight}
+            "automatic_weight": predictor.propagation_automatic_weight}
 
 
 def main() -> None:

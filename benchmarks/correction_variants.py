@@ -5,11 +5,12 @@ clicks) with the ways a click can be applied, so that a choice is made without t
         --data ../shared/data/Task04_Hippocampus --model runs/hippocampus/medsa/models/checkpoint_epoch=9.pt \\
         --seed 0 --set sam_variant=vit_tiny trainable=full image_size=128
 
-For the demo's models add ``image_size=96 patch_size=[32,40,28] label_values=[0,1,2] class_names=["head","tail"]``
+For the demo's models add ``image_size=96 patch_size=[32,40,28] 'bundle_plan#labels={"0":"background","1":"head",
+"2":"tail"}'``
 and point ``--data`` at the run's ``data`` folder. ``--seed`` must be the training run's: it draws the split, and
 the cases scored are the first ``--cases`` of its training part. Variants: ``whole`` (each clicked slice decoded
 again whole, SAM's way), ``every-click`` (confined to the regions the clicks touch, but every clicked slice decoded
-again at each click, as before :func:`~medsa_monai.networks.click_regions.pending_clicks`), ``pending`` (the
+again at each click, as before :func:`~medsa_monai.predictor.corrections.pending_clicks`), ``pending`` (the
 bundles' way with ``removal_radius`` None) and ``radius=R`` (the bundles' way, background clicks removing within R
 low-resolution pixels). Prints per class the mean Dice after the box and each click, and the number of (case,
 class, click) steps that lowered Dice.
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-import medsa_monai.networks.propagation as propagation
+import medsa_monai.predictor.propagation as propagation
 from medsa_monai.evaluation.interactive_protocol import run_protocol
 from medsa_monai.evaluation.report import label_map
 
@@ -40,10 +41,10 @@ def _value(text: str):
         return text
 
 
-def configure(network, variant: str) -> None:
-    """Set ``network`` (and, for ``every-click``, the propagation module) up for one variant."""
-    network.confine_corrections = variant != "whole"
-    network.removal_radius = float(variant.split("=", 1)[1]) if variant.startswith("radius=") else None
+def configure(predictor, variant: str) -> None:
+    """Set ``predictor`` (and, for ``every-click``, the propagation module) up for one variant."""
+    predictor.confine_corrections = variant != "whole"
+    predictor.removal_radius = float(variant.split("=", 1)[1]) if variant.startswith("radius=") else None
     every_click = variant in ("whole", "every-click")
     propagation.pending_clicks = (lambda previous, coords, labels, exclusive: labels) if every_click \
         else PENDING_CLICKS
@@ -72,18 +73,19 @@ def main() -> None:
     state = torch.load(args.model, weights_only=True, map_location="cpu")
     network.load_state_dict(state.get("model", state))
     network.eval()
-    print(f"propagation_automatic_weight {network.propagation_automatic_weight} (from {args.model.parent})")
+    predictor = config.get_parsed_content("predictor")
+    print(f"propagation_automatic_weight {predictor.propagation_automatic_weight} (from {args.model.parent})")
     preprocessing = config.get_parsed_content("validate#preprocessing")
     items = [preprocessing(dict(item)) for item in config.get_parsed_content("split")[0][:args.cases]]
-    classes = config.get_parsed_content("class_names")
+    classes = config.get_parsed_content("plan").class_names
     for variant in args.variants:
-        configure(network, variant)
+        configure(predictor, variant)
         start, curves = time.time(), []
         with torch.no_grad():
             for item in items:
                 label = torch.as_tensor(item["label"])
                 reference = label_map(label) if network.background_channel else label.numpy()
-                curves.append(run_protocol(network, torch.as_tensor(item["image"])[None], reference,
+                curves.append(run_protocol(predictor, torch.as_tensor(item["image"])[None], reference,
                                            num_clicks=args.clicks).dice)
         curves = np.stack(curves)  # (cases, steps, classes)
         steps = np.diff(curves, axis=1)

@@ -7,10 +7,11 @@ change is judged against the run-to-run noise.
     python benchmarks/demo_seeds.py --seeds 0 1 2 3 --out runs/demo --common-test 40
 
 Each seed makes its own synthetic data set (24 volumes, 19 trained on, 5 held out), trains the hippocampus bundle
-for 60 epochs (vit_tiny from scratch, image_size 96, CPU) and evaluates the last epoch's model (no selection on the
-held-out cases) with every protocol of `evaluate.json`. A seed whose `eval/interactive_summary.json` exists is not run
-again. ``--evaluate-only`` evaluates a given checkpoint on each seed's held-out cases instead of training (e.g. a
-model trained by an earlier version of the code), with ``--set key=value`` overrides of the bundle's settings.
+for the demo's epochs (``--epochs``; vit_tiny from scratch, image_size 96, CPU) and evaluates the last epoch's model
+(no selection on the held-out cases) with every protocol of `evaluate.json`. A seed whose
+`eval/interactive_summary.json` exists is not run again. ``--evaluate-only`` evaluates a given checkpoint on each
+seed's held-out cases instead of training (e.g. a model trained by an earlier version of the code), with ``--set
+key=value`` overrides of the bundle's settings.
 
 Five held-out volumes make each seed's figures noisy. ``--common-test N`` also evaluates every seed's trained model
 on the same N synthetic volumes (generator seed ``--common-test-seed``, 1000: no seed's training data), written to
@@ -29,9 +30,9 @@ from pathlib import Path
 
 from monai.bundle import run
 
-from medsa_monai.bundle.workflow import latest_checkpoint
 from medsa_monai.data.synthetic import make_synthetic_dataset
-from medsa_monai.demo import DEMO_OVERRIDES, find_bundle, run_demo
+from medsa_monai.demo import DEMO_EPOCHS, DEMO_OVERRIDES, find_bundle, run_demo
+from medsa_monai.training import latest_checkpoint
 
 
 def evaluate(out: Path, seed: int, data_dir: Path, checkpoint: Path | str, settings: dict) -> None:
@@ -40,7 +41,7 @@ def evaluate(out: Path, seed: int, data_dir: Path, checkpoint: Path | str, setti
     run("evaluating", config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
         meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
         **{**DEMO_OVERRIDES, "dataset_dir": str(data_dir), "bundle_root": str(out), "seed": seed,
-           "label_values": [0, 1, 2], **settings,
+           **settings,
            "evaluate#handlers#0#load_path": str(checkpoint), "interactive#handlers#0#load_path": str(checkpoint)})
 
 
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="key=value bundle overrides (JSON values)")
     parser.add_argument("--common-test", type=int, default=0, help="also evaluate on N common synthetic volumes")
     parser.add_argument("--common-test-seed", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="training epochs (the demo's by default)")
     options = parser.parse_args()
     overrides = {k: json.loads(v) if v not in ("True", "False") else v == "True"
                  for k, v in (item.split("=", 1) for item in options.set)}
@@ -116,7 +118,7 @@ def main() -> None:
             if options.evaluate_only is not None:
                 evaluate_only(out, seed, options.evaluate_only.resolve(), overrides)
             else:
-                run_demo(out, seed=seed, **overrides)
+                run_demo(out, seed=seed, epochs=options.epochs, **overrides)
         rows[seed] = figures(out)
     print("Each seed's own held-out volumes:")
     print_table(rows)

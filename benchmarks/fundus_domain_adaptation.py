@@ -50,8 +50,8 @@ SUPERVISED = {  # method: (trainable preset, learning rate)
 }
 TEST_TIME = {"samda_tta": ("adapter", {"samda_adapter"}),
              "tent": ("decoder", {"samda_adapter", "decoder_adapters", "sam_mask_decoder", "sam_output_heads"})}
-ARCHITECTURE = {"network_def#adapters": True, "network_def#hyper_prompt": True, "network_def#lora_rank": 4,
-                "network_def#samda_tokens": 2}
+PARTS = {"adapters": True, "hyper_prompt": True, "lora_rank": 4, "samda_tokens": 2}
+ARCHITECTURE = {"network_def#architecture": PARTS}
 
 
 def copy_cases(cases: list[dict], out: Path) -> Path:
@@ -115,7 +115,7 @@ def evaluate(bundle: Path, common: dict, out: Path, data: Path, checkpoint: Path
 
 def trainable_parameters(image_size: int, trainable: str | None = None, groups: set[str] | None = None) -> int:
     network = MedSA(2, 3, 2, "vit_tiny", image_size=image_size, trainable=trainable or "full",
-                    background_channel=False, adapters=True, hyper_prompt=True, lora_rank=4, samda_tokens=2)
+                    background_channel=False, architecture=PARTS)
     if groups is not None:
         return sum(p.numel() for n, p in network.named_parameters() if parameter_group(n) in groups)
     return sum(p.numel() for p in network.parameters() if p.requires_grad)

@@ -141,12 +141,12 @@ def main() -> None:
         "test_unshifted": write_split(data, out / "data" / "test_unshifted", test, shift=False),
     }
     common = {"sam_variant": "vit_tiny", "sam_checkpoint": "none", "image_size": args.image_size, "seed": args.seed,
-              "network_def#samda_tokens": 2, "num_workers": 0, "batch_size": 4, "progress_bar": False,
+              "network_def#architecture": {"samda_tokens": 2}, "num_workers": 0, "batch_size": 4, "progress_bar": False,
               "tta_views": args.tta_views, "embedding_cache_gib": 2}
 
     def params(trainable: str) -> str:
         counts = count_parameters(MedSA(2, 3, 2, "vit_tiny", image_size=args.image_size, trainable=trainable,
-                                        samda_tokens=2))
+                                        architecture={"samda_tokens": 2}))
         return f"{counts.trainable / 1e6:.3f} M ({counts.percent:.1f}%)"
 
     rows, timing = [("every pixel lesion (reference floor, no model)", "-", all_lesion_dice(folders["test"]))], {}

@@ -23,17 +23,18 @@ import torch
 from monai.losses import DiceCELoss
 from timing import median_seconds
 
-from medsa_monai.engines import TestTimeAdaptation
-from medsa_monai.inferers import EmbeddingCache
 from medsa_monai.networks import MedSA, count_parameters
+from medsa_monai.prediction import TestTimeAdaptation
+from medsa_monai.predictor import EmbeddingCache, MedSAPredictor
 
 
-def build(preset: str, args, device: torch.device, cache: bool) -> tuple[MedSA, torch.optim.Optimizer]:
+def build(preset: str, args, device: torch.device, cache: bool
+          ) -> tuple[MedSA, torch.optim.Optimizer, MedSAPredictor]:
+    """The network, its optimizer, and the predictor that encodes through the cache (when ``cache``)."""
     torch.manual_seed(0)
-    net = MedSA(2, 3, 2, args.variant, image_size=args.image_size, trainable=preset,
-                embedding_cache=EmbeddingCache() if cache else None).to(device)
+    net = MedSA(2, 3, 2, args.variant, image_size=args.image_size, trainable=preset).to(device)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-    return net, optimizer
+    return net, optimizer, MedSAPredictor(net, embedding_cache=EmbeddingCache() if cache else None)
 
 
 def training_step(net, optimizer, image, label, boxes, loss_fn):
@@ -61,7 +62,7 @@ def _reset_peak_rss() -> None:
 def measure_memory(preset: str, args) -> dict:
     """Run in a child process: one training step of ``preset``; peak memory above the model and optimizer."""
     device = torch.device(args.device)
-    net, optimizer = build(preset, args, device, cache=False)
+    net, optimizer, _ = build(preset, args, device, cache=False)
     image, label, boxes = inputs(args, device)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     training_step(net, optimizer, image, label, boxes, loss_fn)()  # allocates the optimizer state
@@ -109,14 +110,15 @@ def main() -> None:
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     rows = {}
     for cache in (False, True):
-        net, optimizer = build("samda", args, device, cache)
+        net, optimizer, predictor = build("samda", args, device, cache)
         rows[f"training step, {'with' if cache else 'without'} cache"] = median_seconds(
-            training_step(net, optimizer, image, label, boxes, loss_fn), device, args.repeats)
-        tta = TestTimeAdaptation(device, [], net, steps=1, views=args.views, keep=0.1, learning_rate=1e-3)
+            training_step(predictor, optimizer, image, label, boxes, loss_fn), device, args.repeats)
+        tta = TestTimeAdaptation(device, [], net, steps=1, views=args.views, keep=0.1, learning_rate=1e-3,
+                                 embedding_cache=predictor.embedding_cache)
         views = tta.make_views(image, 0)
         rows[f"adaptation step ({args.views} views), {'with' if cache else 'without'} cache"] = median_seconds(
             lambda tta=tta, views=views: tta.adapt_to(image, 0), device, args.repeats)
-        del net, optimizer, tta
+        del net, optimizer, predictor, tta
     print(f"\n{'step':<42} {'seconds':>9}")
     for name, seconds in rows.items():
         print(f"{name:<42} {seconds:>9.3f}")

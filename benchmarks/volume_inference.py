@@ -96,7 +96,7 @@ def window_count(roi: list[int], shape: tuple[int, ...], overlap: float) -> int:
 
 def measure(name: str, slices: int, args: argparse.Namespace) -> dict:
     """Seconds and peak memory of one automatic inference of a ``512 x 512 x slices`` volume (run in a child)."""
-    from medsa_monai.bundle import planned_inferer
+    from medsa_monai.predictor import planned_inferer
 
     device = torch.device(args.device)
     torch.manual_seed(0)

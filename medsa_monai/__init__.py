@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-_SUBPACKAGES = ("bundle", "data", "engines", "evaluation", "inferers", "networks", "planning", "prediction", "prompts")
+_SUBPACKAGES = ("bundle", "conversion", "data", "evaluation", "networks", "planning", "prediction", "predictor",
+                "preprocessing", "prompts", "training", "engines", "inferers")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -56,11 +56,12 @@ def _params(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from .demo import DEMO_EPOCHS, FULL_EPOCHS, run_demo
 
     overrides = {"image_size": args.image_size} if args.image_size else {}
-    summary = run_demo(args.output_dir, num_cases=args.cases, epochs=args.epochs, seed=args.seed,
-                       bundle=args.bundle, **overrides)
+    epochs = args.epochs or (FULL_EPOCHS if args.full else DEMO_EPOCHS)
+    summary = run_demo(args.output_dir, num_cases=args.cases, epochs=epochs, seed=args.seed, bundle=args.bundle,
+                       **overrides)
     print(f"\nmedsa demo: {summary['num_cases']} held-out synthetic cases, {summary['seconds']:.0f} s in all")
     for name, metrics in summary["classes"].items():
         dice, hd = metrics["dice"], metrics["hd95"]
@@ -89,7 +90,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> None:
-    from .planning.ingest import ingest
+    from .conversion import ingest
 
     labels = _labels(args.labels) if args.labels else None
     order = [int(v) for v in args.regions_class_order.split(",")] if args.regions_class_order else None
@@ -103,7 +104,7 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _ingest_ph2(args: argparse.Namespace) -> None:
-    from .planning import convert_ph2
+    from .conversion import convert_ph2
 
     names = convert_ph2(args.source, args.output, scale=args.scale)
     print(f"wrote {len(names)} images and masks to {Path(args.output) / 'images'} and {Path(args.output) / 'masks'}")
@@ -124,9 +125,7 @@ def _plan(args: argparse.Namespace) -> None:
     plan = make_plan(fingerprint, sam_variant=args.sam_variant, memory_gb=args.memory_gb, amp=not args.no_amp,
                      datalist_file=str(datalist.resolve()), configuration=args.configuration,
                      cache_memory_gb=args.cache_memory_gb)
-    from .evaluation.io import write_json
-
-    write_json(out / "plan.json", plan)
+    plan.save(out / "plan.json")
     print(json.dumps({k: plan[k] for k in ("configuration", "spatial_dims", "slice_axis", "in_channels", "num_classes",
                                            "class_names", "has_regions", "sam_variant", "image_size", "pixdim",
                                            "patch_size", "batch_size", "sw_batch_size", "intensity", "normalization",
@@ -137,11 +136,11 @@ def _plan(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from monai.bundle import run
 
+    from .data.io import write_json
     from .demo import find_bundle
-    from .evaluation.io import write_json
-    from .planning import load_plan
+    from .planning import Plan
 
-    load_plan(args.plan)  # refuses a missing or outdated plan before anything is written
+    Plan.load(args.plan)  # refuses a missing, damaged or outdated plan before anything is written
     bundle = Path(args.bundle) if args.bundle else find_bundle()
     configs = bundle / "configs"
     out = Path(args.output) / f"fold_{args.fold}"
@@ -197,7 +196,7 @@ def _ensemble(args: argparse.Namespace) -> None:
 
 
 def _postprocess(args: argparse.Namespace) -> None:
-    from .evaluation.postprocessing import apply_postprocessing, determine_postprocessing
+    from .prediction import apply_postprocessing, determine_postprocessing
 
     if args.action == "determine":
         spec = _label_spec(args.labels)
@@ -214,7 +213,7 @@ def _postprocess(args: argparse.Namespace) -> None:
 
 
 def _bundle_create(args: argparse.Namespace) -> None:
-    from .bundle.create import TEMPLATE_CONFIGS, create_bundle, render_config
+    from .bundle import TEMPLATE_CONFIGS, create_bundle, render_config
 
     settings: dict[str, dict] = {}
     for item in args.set:
@@ -230,7 +229,7 @@ def _bundle_create(args: argparse.Namespace) -> None:
 
 
 def _bundle_sync(args: argparse.Namespace) -> None:
-    from .bundle.create import sync_bundle
+    from .bundle import sync_bundle
 
     changed = sync_bundle(args.bundle_dir, check=args.check)
     if args.check and changed:
@@ -275,10 +274,7 @@ def _bundle_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} (checked against the eager network)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medsa", description="Adapt a frozen SAM to medical images (MONAI).")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_params_command(commands) -> None:
     params = commands.add_parser("params", help="print trainable parameters per SAM variant and preset")
     params.add_argument("--variants", nargs="+", default=["vit_b", "vit_l", "vit_h"], choices=sorted(SAM_VARIANTS))
     params.add_argument("--presets", nargs="+", default=list(TRAINABLE_PRESETS), choices=list(TRAINABLE_PRESETS))
@@ -286,16 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--adapter-ratio", type=float, default=0.25, help="adapter bottleneck width / token width")
     params.set_defaults(func=_params)
 
+
+def _add_demo_command(commands) -> None:
     demo = commands.add_parser("demo", help="train, evaluate and infer the hippocampus bundle on synthetic data "
                                             "with a tiny SAM (a few minutes on a CPU)")
     demo.add_argument("--output-dir", default="demo_output")
     demo.add_argument("--cases", type=int, default=24, help="synthetic volumes (80%% train, 20%% held out)")
-    demo.add_argument("--epochs", type=int, default=60)
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 40; --full: 60)")
+    demo.add_argument("--full", action="store_true", help="the longer recipe: 60 epochs, as before 0.2")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--image-size", type=int, default=None, help="SAM input side (default 96)")
     demo.add_argument("--bundle", default=None, help="bundle folder (default: bundles/medsa_hippocampus_mri)")
     demo.set_defaults(func=_demo)
 
+
+def _add_ingest_command(commands) -> None:
     ingest = commands.add_parser("ingest", help="check a data set (MSD, nnU-Net v2 or plain folder) and write a "
                                                 "datalist with absolute paths")
     ingest.add_argument("source", help="data set folder")
@@ -311,12 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--tolerance", type=float, default=1e-3, help="geometry tolerance (relative and absolute)")
     ingest.set_defaults(func=_ingest)
 
+def _add_ph2_command(commands) -> None:
     ph2 = commands.add_parser("ingest-ph2", help="convert the public PH2 release to images/ and masks/ PNG folders")
     ph2.add_argument("source", help="the unpacked PH2 download (holds IMDnnn/IMDnnn_Dermoscopic_Image/IMDnnn.bmp)")
     ph2.add_argument("output", help="folder for images/ and masks/")
     ph2.add_argument("--scale", type=float, default=1.0, help="resize factor (0.5: half resolution)")
     ph2.set_defaults(func=_ingest_ph2)
 
+
+def _add_plan_command(commands) -> None:
     plan = commands.add_parser("plan", help="fingerprint an ingested data set, plan the training, make k folds")
     plan.add_argument("dataset", help="dataset.json written by `medsa ingest` (or an MSD dataset.json)")
     plan.add_argument("--output-dir", default="plans")
@@ -332,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="host memory for caching preprocessed training cases; beyond it they are cached on disk")
     plan.set_defaults(func=_plan)
 
+
+def _add_train_command(commands) -> None:
     train = commands.add_parser("train", help="train one fold of a planned data set (monai.bundle run training)")
     train.add_argument("--plan", required=True)
     train.add_argument("--fold", type=int, required=True)
@@ -341,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE", help="further config overrides")
     train.set_defaults(func=_train)
 
+
+def _add_predict_command(commands) -> None:
     predict = commands.add_parser("predict", help="predict a folder of images with a trained bundle")
     predict.add_argument("--model", required=True, help="model.pt or checkpoint_epoch=N.pt")
     predict.add_argument("--input", required=True)
@@ -355,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="config overrides (those of `medsa train` are read from its run folder)")
     predict.set_defaults(func=_predict)
 
+
+def _add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="per-case, per-class (or per-region) metrics of a folder of "
                                                     "predicted label maps (NIfTI or PNG)")
     evaluate.add_argument("--pred", required=True)
@@ -366,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "absolute error, from these optic disc and cup outputs (class or region names)")
     evaluate.set_defaults(func=_evaluate)
 
+
+def _add_ensemble_command(commands) -> None:
     ensemble = commands.add_parser("ensemble", help="average the probabilities of several prediction folders")
     ensemble.add_argument("folders", nargs="+")
     ensemble.add_argument("--output", required=True)
@@ -374,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "regions (default: class indices)")
     ensemble.set_defaults(func=_ensemble)
 
+
+def _add_post_command(commands) -> None:
     post = commands.add_parser("postprocess", help="decide (from cross-validation) and apply largest-component "
                                                    "post-processing")
     post.add_argument("action", choices=["determine", "apply"])
@@ -385,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--rules", default="postprocessing.json")
     post.set_defaults(func=_postprocess)
 
+
+def _add_bundle_command(commands) -> None:
     bundle = commands.add_parser("bundle", help="create a bundle from a plan, keep it in step with the template, "
                                                 "pack, unpack, verify, fetch, export")
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
@@ -434,6 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--sam-variant", default=None, help="override the bundle's sam_variant")
     export.add_argument("--image-size", type=int, default=None, help="override the bundle's image_size")
     export.set_defaults(func=_bundle_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medsa", description="Adapt a frozen SAM to medical images (MONAI).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_params_command, _add_demo_command, _add_ingest_command, _add_ph2_command, _add_plan_command,
+                _add_train_command, _add_predict_command, _add_evaluate_command, _add_ensemble_command,
+                _add_post_command, _add_bundle_command):
+        add(commands)
     return parser
 
 

@@ -12,12 +12,17 @@ import numpy as np
 from monai.bundle import run
 from PIL import Image
 
-from .bundle.workflow import latest_checkpoint
 from .data.synthetic import make_synthetic_dataset
+from .training.checkpoints import latest_checkpoint
 
 __all__ = ["find_bundle", "run_demo", "overlay_png"]
 
 logger = logging.getLogger(__name__)
+
+DEMO_EPOCHS = 40
+"""Training epochs of ``medsa demo`` (a few minutes on a 2-core CPU)."""
+FULL_EPOCHS = 60
+"""``medsa demo --full``: the longer recipe."""
 
 DEMO_OVERRIDES = {
     "sam_variant": "vit_tiny",
@@ -30,7 +35,7 @@ DEMO_OVERRIDES = {
     "val_interval": 5,
     "num_workers": 0,
     "progress_bar": False,
-    "class_names": ["head", "tail"],
+    "bundle_plan#labels": {"0": "background", "1": "head", "2": "tail"},
 }
 
 
@@ -69,7 +74,7 @@ def overlay_png(image_file: Path, label_file: Path, prediction_file: Path, outpu
     return output
 
 
-def run_demo(output_dir: str | Path = "demo_output", num_cases: int = 24, epochs: int = 60, seed: int = 0,
+def run_demo(output_dir: str | Path = "demo_output", num_cases: int = 24, epochs: int = DEMO_EPOCHS, seed: int = 0,
              bundle: str | Path | None = None, **overrides) -> dict:
     """Generate the synthetic data set, train the bundle on 80% of it, evaluate the last epoch's model on the other
     20% (automatic and interactive), and write an overlay PNG of one held-out case.
@@ -82,7 +87,7 @@ def run_demo(output_dir: str | Path = "demo_output", num_cases: int = 24, epochs
     configs = bundle_dir / "configs"
     data_dir = make_synthetic_dataset(output_dir / "data", num_cases=num_cases, seed=seed)
     settings = {**DEMO_OVERRIDES, "dataset_dir": str(data_dir), "bundle_root": str(output_dir), "seed": seed,
-                "max_epochs": epochs, "label_values": [0, 1, 2], **overrides}
+                "max_epochs": epochs, **overrides}
     common = {"meta_file": str(configs / "metadata.json"), "logging_file": str(configs / "logging.conf")}
 
     logger.info("training on %d synthetic cases for %d epochs", num_cases, epochs)

@@ -13,13 +13,13 @@ and given to SAM as an 8-bit grey image (``intensity="unit"``). With BTCV at han
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from medsa_monai.bundle.create import create_bundle
+from medsa_monai.bundle import create_bundle
 from medsa_monai.data import BTCV_LABELS
-from medsa_monai.planning import make_plan
+from medsa_monai.planning import Plan, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACING = [1.5, 1.5, 2.0]
@@ -39,14 +39,14 @@ def btcv_fingerprint() -> dict:
     }
 
 
-def btcv_plan(memory_gb: float) -> dict:
+def btcv_plan(memory_gb: float) -> Plan:
     plan = make_plan(btcv_fingerprint(), sam_variant="vit_b", memory_gb=memory_gb, amp=True)
-    plan.update({"pixdim": SPACING, "intensity": "unit",
-                 "normalization": [{"scheme": "range", "modality": "CT", "range": WINDOW}]})
-    plan["notes"] = plan.get("notes", []) + [
+    notes = list(plan.record.get("notes", [])) + [
         "made by scripts/make_btcv_bundle.py from BTCV's median volume at 1.5 x 1.5 x 2.0 mm, not from the files",
         "CT window -175..250 HU (the Med-SA paper's) instead of the data-driven CT normalisation"]
-    return plan
+    return replace(plan, pixdim=SPACING, intensity="unit",
+                   normalization=[{"scheme": "range", "modality": "CT", "range": WINDOW}],
+                   record={**plan.record, "notes": notes})
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         plan_file = Path(folder) / "plan.json"
-        plan_file.write_text(json.dumps(btcv_plan(args.memory_gb), indent=2))
+        btcv_plan(args.memory_gb).save(plan_file)
         out = create_bundle(
             plan_file, args.output, name="Med-SA BTCV abdominal CT, 13 organs",
             description="Segmentation of the 13 BTCV abdominal organs in CT",

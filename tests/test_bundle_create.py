@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from monai.bundle import verify_metadata
 
-from medsa_monai.bundle import bundle_settings, create_bundle, render_config, sync_bundle
-from medsa_monai.bundle.create import _digest
+from medsa_monai.bundle import RECORD_FILE, bundle_settings, create_bundle, render_config, sync_bundle
+from medsa_monai.bundle.sync import _digest
 from medsa_monai.cli import main
 
 from .conftest import run_monai_bundle
@@ -87,12 +87,12 @@ def test_cli_create_with_settings_and_sync(tmp_path, capsys):
     assert json.loads((bundle / "configs" / "metadata.json").read_text())["name"] == "lesions"
     assert bundle_settings(bundle)["train.json"]["max_epochs"] == 7
     template_default = render_config("train.json")["val_interval"]
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    meta["medsa_template"]["train.json"]["values"]["val_interval"] = "an older template's default"
-    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    record = json.loads((bundle / RECORD_FILE).read_text())
+    record["train.json"]["values"]["val_interval"] = "an older template's default"
+    (bundle / RECORD_FILE).write_text(json.dumps(record))
     assert "val_interval" in bundle_settings(bundle)["train.json"]  # changed since it was rendered: the bundle's
-    meta["medsa_template"]["train.json"]["values"]["val_interval"] = _digest(template_default)
-    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    record["train.json"]["values"]["val_interval"] = _digest(template_default)
+    (bundle / RECORD_FILE).write_text(json.dumps(record))
     assert "val_interval" not in bundle_settings(bundle)["train.json"]  # as rendered: it follows the template
 
     edited = dict(train, learning_rate=0.01)
@@ -107,14 +107,14 @@ def test_cli_create_with_settings_and_sync(tmp_path, capsys):
     with pytest.raises(ValueError, match="'version_note' is not a key of the template"):
         bundle_settings(bundle)
     del edited["version_note"]
-    edited["train"] = dict(edited["train"], inferer={"_target_": "SimpleInferer"})  # an old template's section
+    edited["train"] = dict(edited["train"], inferer={"_target_": "SliceInferer"})  # a section edited by hand
     (bundle / "configs" / "train.json").write_text(json.dumps(edited))
     with pytest.raises(ValueError, match="'train'"):
         sync_bundle(bundle)
     edited["train"] = train["train"]
     (bundle / "configs" / "logging.conf").write_text("[loggers]\nkeys=root\n")  # out of step, settings kept
     (bundle / "configs" / "train.json").write_text(json.dumps(edited))
-    assert sync_bundle(bundle, check=True) == ["logging.conf", "metadata.json"]  # settings recorded anew
+    assert sync_bundle(bundle, check=True) == ["logging.conf", RECORD_FILE]  # settings recorded anew
     main(["bundle", "sync", str(bundle)])
     synced = json.loads((bundle / "configs" / "train.json").read_text())
     assert synced == render_config("train.json", bundle_settings(bundle)["train.json"])

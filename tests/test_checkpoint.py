@@ -70,4 +70,4 @@ def test_med_sa_adapter_keys_load_by_name(tmp_path, tiny_state):
     net = MedSA(2, 1, 2, "vit_tiny", path, image_size=256)
     assert torch.equal(net.image_encoder.blocks[0].Space_Adapter.D_fc2.weight, torch.full((192, 48), 0.5))
     with pytest.raises(CheckpointMismatchError, match="unexpected keys: image_encoder.blocks.0.Space_Adapter"):
-        MedSA(2, 1, 2, "vit_tiny", path, image_size=256, adapters=False)
+        MedSA(2, 1, 2, "vit_tiny", path, image_size=256, architecture={"adapters": False})

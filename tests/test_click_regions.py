@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from medsa_monai.networks.click_regions import confine_to_clicked_regions, pending_clicks
 from medsa_monai.networks.prompt_mapping import index_to_sam_xy, to_sam_prompts
-from medsa_monai.networks.propagation import propagate_prompts
+from medsa_monai.predictor.corrections import confine_to_clicked_regions, pending_clicks
 
-from .test_propagation import SIDE, TubeDecoder, tube
+from .test_propagation import SIDE, TubeDecoder, propagate, tube
 
 
 def logits(*boxes: tuple[int, int, int, int], value: float = 5.0) -> torch.Tensor:
@@ -61,8 +60,8 @@ def test_a_propagated_session_confines_each_correction():
     clicks = torch.tensor([[[[30.0, 34.0, 12.0]]]])  # inside the structure (low-resolution row 8, column 7)
     prompts = to_sam_prompts(clicks, torch.ones(1, 1, 1), None, previous, spatial_shape=(64, 64, 30),
                              image_size=64, num_classes=1, batch=1, click_depth_radius=0)
-    whole = propagate_prompts(TubeDecoder(structure), torch.zeros(30, 1), prompts, 1, 30)
-    confined = propagate_prompts(TubeDecoder(structure), torch.zeros(30, 1), prompts, 1, 30,
+    whole = propagate(TubeDecoder(structure), prompts, 1, 30)
+    confined = propagate(TubeDecoder(structure), prompts, 1, 30,
                                  confine_corrections=True)
     assert torch.equal(whole[0, 0, ..., 12] > 0, structure[..., 12])  # the whole slice replaced
     # confined: the structure added where clicked, the old blob (not clicked) kept, other slices untouched
@@ -74,9 +73,10 @@ def test_a_propagated_session_confines_each_correction():
 @torch.no_grad()
 def test_medsa_confines_a_click_in_a_session_under_way_by_default():
     from medsa_monai.networks import MedSA
+    from medsa_monai.predictor import MedSAPredictor
 
     torch.manual_seed(0)
-    net = MedSA(3, 1, 2, "vit_tiny", image_size=64, trainable="full").eval()
+    net = MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64, trainable="full").eval())
     assert net.confine_corrections
     volume = torch.rand(1, 1, 32, 32, 6)
     embeddings = net.encode(volume)
@@ -144,10 +144,10 @@ def test_a_slice_whose_clicks_are_obeyed_is_not_decoded_again():
     prompts = to_sam_prompts(clicks, labels, None, previous, spatial_shape=(64, 64, 30), image_size=64,
                              num_classes=1, batch=1, click_depth_radius=0)
     decoder = TubeDecoder(structure)
-    out = propagate_prompts(decoder, torch.zeros(30, 1), prompts, 1, 30, confine_corrections=True)
+    out = propagate(decoder, prompts, 1, 30, confine_corrections=True)
     assert [z for z, kind in decoder.decoded if kind == "click"] == [20]
     assert torch.equal(out[0, 0, ..., 12], previous[0, 0, ..., 12])
     assert torch.equal(out[0, 0, ..., 20] > 0, structure[..., 20])  # the pending click restored it
     decoder = TubeDecoder(structure)
-    propagate_prompts(decoder, torch.zeros(30, 1), prompts, 1, 30)  # SAM's way: every clicked slice again
+    propagate(decoder, prompts, 1, 30)  # SAM's way: every clicked slice again
     assert sorted(z for z, kind in decoder.decoded if kind == "click") == [12, 20]

@@ -1,4 +1,5 @@
-"""Boxes and clicks drawn into SAM's mask prompt (``MedSA(dense_prompts=True)``), checked by hand."""
+"""Boxes and clicks drawn into SAM's mask prompt (``MedSAPredictor(network, dense_prompts=True)``), checked by
+hand."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 
 from medsa_monai.networks import MedSA
-from medsa_monai.networks.dense_prompts import CLICK_LOGIT, OUTSIDE_LOGIT, draw_prompt_maps
 from medsa_monai.networks.prompt_mapping import to_sam_prompts
+from medsa_monai.predictor import MedSAPredictor
+from medsa_monai.predictor.dense_prompts import CLICK_LOGIT, OUTSIDE_LOGIT, draw_prompt_maps
 
 
 def test_box_map_is_zero_inside_and_background_outside():
@@ -41,10 +43,10 @@ def test_clicks_set_disks_over_the_previous_mask_on_their_own_slice_only():
     assert torch.equal(maps[1, 0], second)
 
 
-def _net(dense: bool) -> MedSA:
+def _net(dense: bool) -> MedSAPredictor:
     torch.manual_seed(0)
-    return MedSA(2, 1, 3, "vit_tiny", image_size=64, trainable="full", prompt_class_token=True,
-                 dense_prompts=dense).eval()
+    network = MedSA(2, 1, 3, "vit_tiny", image_size=64, trainable="full", prompt_class_token=True).eval()
+    return MedSAPredictor(network, dense_prompts=dense)
 
 
 def test_network_decodes_prompted_pairs_with_the_drawn_map_and_leaves_automatic_pairs_alone():
@@ -62,12 +64,13 @@ def test_network_decodes_prompted_pairs_with_the_drawn_map_and_leaves_automatic_
         prompts = to_sam_prompts(points, point_labels, boxes, None, spatial_shape=spatial, image_size=64,
                                  num_classes=2, batch=1)
         maps = draw_prompt_maps(None, 16, prompts.coords[0, :1], prompts.labels[0, :1], None, prompts.boxes[0, :1])
-        sparse, _ = dense.prompt_encoder(points=(prompts.coords[0, :1], prompts.labels[0, :1]),
-                                         boxes=prompts.boxes[0, :1], masks=None)
-        sparse = torch.cat([sparse, dense.class_prompts.weight[:1][:, None]], dim=1)
-        _, mask_embedding = dense.prompt_encoder(points=None, boxes=None, masks=maps)
-        by_hand, _ = dense.mask_decoder(embeddings, dense.prompt_encoder.get_dense_pe(), sparse, mask_embedding,
-                                        multimask_output=False)
+        net = dense.network
+        sparse, _ = net.prompt_encoder(points=(prompts.coords[0, :1], prompts.labels[0, :1]),
+                                       boxes=prompts.boxes[0, :1], masks=None)
+        sparse = torch.cat([sparse, net.class_prompts.weight[:1][:, None]], dim=1)
+        _, mask_embedding = net.prompt_encoder(points=None, boxes=None, masks=maps)
+        by_hand, _ = net.mask_decoder(embeddings, net.prompt_encoder.get_dense_pe(), sparse, mask_embedding,
+                                      multimask_output=False)
     assert torch.allclose(got[0, 0], by_hand[0, 0], atol=1e-5)
     assert not torch.allclose(got[0, 0], without[0, 0], atol=1e-3)
     assert torch.equal(got[0, 1], without[0, 1])  # automatic pair: no map, exactly as without dense prompts
@@ -75,7 +78,7 @@ def test_network_decodes_prompted_pairs_with_the_drawn_map_and_leaves_automatic_
 
 def test_click_radius_must_be_positive():
     with pytest.raises(ValueError, match="click_radius"):
-        MedSA(2, 1, 2, "vit_tiny", image_size=64, click_radius=0)
+        MedSAPredictor(MedSA(2, 1, 2, "vit_tiny", image_size=64), click_radius=0)
 
 
 def test_a_kept_box_clamps_the_fed_back_mask_outside_it():
@@ -99,7 +102,6 @@ def test_boxes_derived_by_propagation_are_not_drawn():
         embeddings = net.encode(torch.rand(1, 1, *spatial, generator=torch.Generator().manual_seed(2)))
         drawn = net.decode_prompts(embeddings, prompts, 1)
         derived = net.decode_prompts(embeddings, replace(prompts, derived_boxes=torch.tensor([[True, False]])), 1)
-        net.dense_prompts = False
-        token_only = net.decode_prompts(embeddings, prompts, 1)
+        token_only = net.network.decode_prompts(embeddings, prompts, 1)  # the network alone: no drawn maps
     assert torch.equal(derived[0, 0], token_only[0, 0])  # the box stays a token; the mask prompt is as fed back
     assert not torch.allclose(drawn[0, 0], derived[0, 0], atol=1e-3)

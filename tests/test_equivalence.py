@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from medsa_monai.networks import MedSA, build_sam
 from medsa_monai.networks.checkpoint import resize_position_tables
+from medsa_monai.predictor import MedSAPredictor
 
 from .conftest import TINY, reference_sam
 
@@ -64,15 +65,14 @@ def test_2d_encoder_and_mask_logits_equal_sam(tiny_checkpoint):
 @torch.no_grad()
 def test_3d_volume_equals_sam_slice_by_slice(tiny_checkpoint):
     sam = _reference(tiny_checkpoint)
-    net = MedSA(3, 1, 2, "vit_tiny", tiny_checkpoint, image_size=1024, prompt_propagation=False).eval()
+    net = MedSA(3, 1, 2, "vit_tiny", tiny_checkpoint, image_size=1024).eval()
     assert net.architecture.depth_attention  # SD-Trans present, its zero-initialised adapter adds nothing yet
     volume = torch.rand(1, 1, 1024, 1024, 2, generator=torch.Generator().manual_seed(2))
     box = torch.tensor([[[100.0, 200.0, 0.0, 800.0, 900.0, 1.0]]])  # covers both slices
 
     embeddings = net.encode(volume)
     logits = net(volume, boxes=box)
-    net.prompt_propagation = True  # the box's middle slice (0) is propagation's seed: decoded as SAM does
-    propagated = net(volume, boxes=box)
+    propagated = MedSAPredictor(net)(volume, boxes=box)  # the box's middle slice (0) is propagation's seed: as SAM
     assert logits.shape == propagated.shape == (1, 2, 1024, 1024, 2)
     for k in range(2):
         rgb = volume[0, :, :, :, k].expand(3, -1, -1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medsa_monai.data import save_label_map
-from medsa_monai.evaluation.io import write_json
+from medsa_monai.data.io import write_json
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

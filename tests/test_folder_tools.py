@@ -10,8 +10,8 @@ import pytest
 
 from medsa_monai.data import save_probabilities
 from medsa_monai.evaluation.folder import evaluate_folder
-from medsa_monai.evaluation.postprocessing import apply_postprocessing, determine_postprocessing, largest_component
 from medsa_monai.prediction import ensemble_folders
+from medsa_monai.prediction.postprocessing import apply_postprocessing, determine_postprocessing, largest_component
 
 AFFINE = np.diag([2.0, 1.0, 1.0, 1.0])
 

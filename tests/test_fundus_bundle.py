@@ -23,7 +23,7 @@ CONFIGS = BUNDLE / "configs"
 TRAIN, EVALUATE = str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")
 FAST = ["--sam_variant", "vit_tiny", "--sam_checkpoint", "None", "--trainable", "full", "--image_size", "32",
         "--patch_size", "[32,32]", "--batch_size", "2", "--num_workers", "0", "--progress_bar", "False",
-        "--network_def#samda_tokens", "2"]
+        "--network_def#architecture", "{'samda_tokens': 2}"]
 
 
 def fundus_folder(root: Path, cases: int, seed: int) -> Path:

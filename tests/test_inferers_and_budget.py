@@ -10,8 +10,8 @@ import torch
 from ignite.engine import Engine
 from monai.inferers import SimpleInferer
 
-from medsa_monai.bundle import TimeBudget, default_sam_checkpoint, latest_checkpoint, prepare_training
-from medsa_monai.inferers import MirroringInferer
+from medsa_monai.predictor import MirroringInferer
+from medsa_monai.training import TimeBudget, default_sam_checkpoint, latest_checkpoint, prepare_training
 
 
 def test_mirroring_averages_flipped_predictions():

@@ -18,9 +18,9 @@ from monai.transforms import LoadImage
 from PIL import Image
 
 from medsa_monai.cli import main
+from medsa_monai.conversion import DatasetError, check_dataset, ingest, read_raw_dataset
 from medsa_monai.data import make_synthetic_dataset
 from medsa_monai.data.labels import LabelSpec
-from medsa_monai.planning import DatasetError, check_dataset, ingest, read_raw_dataset
 
 SHAPE = (16, 20, 12)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medsa_monai.inferers import EmbeddingCache
 from medsa_monai.networks import TRAINABLE_PRESETS, MedSA, count_parameters, parameter_group
 from medsa_monai.networks.input_layer import ChannelMixer
+from medsa_monai.predictor import EmbeddingCache, MedSAPredictor
 
 from .conftest import randomise
 
@@ -90,9 +90,9 @@ def test_input_layer_trains_in_every_preset(preset):
 @pytest.mark.parametrize("preset", ["samda", "medsa"])
 def test_input_layer_gets_gradients(preset):
     cache = EmbeddingCache() if preset == "samda" else None  # a trainable input layer bypasses the cache
-    net = tiny(2, 4, trainable=preset, embedding_cache=cache)
+    net = tiny(2, 4, trainable=preset)
     assert not net.encoder_is_frozen()
-    net(_image(2, 4)).square().mean().backward()
+    MedSAPredictor(net, embedding_cache=cache)(_image(2, 4)).square().mean().backward()
     for name, param in net.input_layer.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     assert tiny(2, 3, trainable="samda").encoder_is_frozen()  # three channels: SAM-DA's encoder stays cacheable
@@ -148,7 +148,7 @@ def test_intensity_mappings_agree_for_any_channel_count():
 
 @torch.no_grad()
 def test_click_guidance_after_four_image_channels():
-    net = randomise(tiny(2, 4, out_channels=3, click_guidance=True)).eval()
+    net = MedSAPredictor(randomise(tiny(2, 4, out_channels=3)).eval(), click_guidance=True)
     image = _image(2, 4)[:1]
     guidance = torch.zeros(1, 3, *image.shape[2:])
     guidance[0, 1, 10, 12] = guidance[0, 0, 30, 3] = 1  # a class-1 click and a background click

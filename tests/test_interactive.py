@@ -10,8 +10,7 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from medsa_monai.engines import InteractiveEvaluator, InteractiveReport
-from medsa_monai.prompts import clicks_to_reach, simulate_clicks
+from medsa_monai.evaluation import InteractiveEvaluator, InteractiveReport, clicks_to_reach, simulate_clicks
 
 
 class BallsAroundClicks:
@@ -115,7 +114,7 @@ def test_interactive_evaluator_and_report(tmp_path):
 
 
 def test_slice_clicks_put_one_click_at_the_centre_of_each_slice():
-    from medsa_monai.prompts import slice_clicks
+    from medsa_monai.evaluation import slice_clicks
 
     mask = np.zeros((20, 20, 6), bool)
     mask[2:9, 4:11, 1] = True  # a 7 x 7 square: centre (5, 7)

@@ -270,7 +270,7 @@ class RegionOracle(OracleNetwork):
 
 
 def test_nested_regions_are_prompted_and_scored_each_on_its_own():
-    from medsa_monai.prompts import simulate_clicks
+    from medsa_monai.evaluation import simulate_clicks
 
     disc = np.zeros((32, 32), bool)
     disc[6:26, 8:24] = True

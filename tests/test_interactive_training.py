@@ -8,10 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from medsa_monai.inferers import InteractiveTrainingInferer
 from medsa_monai.networks import MedSA
 from medsa_monai.networks.prompt_mapping import to_sam_prompts
-from medsa_monai.prompts import SamplePromptsd, sample_error_click
+from medsa_monai.prompts import SamplePromptsd, error_click
+from medsa_monai.training import InteractiveSessions, InteractiveTrainer
+
+
+def sample_error_click(prediction, reference, rng, power=1.0):
+    return error_click(prediction, reference, draw=rng, power=power)
+
+
+def _trainer(net, sessions=None, loss=None, automatic_loss_weight=0.3, dense_prompts=False):
+    """An :class:`InteractiveTrainer` of ``net`` whose iteration parts the tests call directly."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    return InteractiveTrainer("cpu", 1, [], net, optimizer, loss or torch.nn.MSELoss(), sessions=sessions,
+                              automatic_loss_weight=automatic_loss_weight, dense_prompts=dense_prompts)
 
 
 def test_error_click_is_positive_in_a_miss_and_negative_in_a_false_positive():
@@ -46,21 +57,21 @@ def _net(dims: int) -> MedSA:
 
 def test_next_round_adds_a_click_from_the_own_error_and_feeds_the_logits_back():
     net = _net(2)
-    inferer = InteractiveTrainingInferer(max_rounds=1, seed=0)
+    inferer = InteractiveSessions(max_rounds=1, seed=0)
     references = np.zeros((1, 2, 32, 32), bool)
     references[0, 0, 4:16, 4:16] = True  # class 1 present, missed; class 2 absent, predicted
     prompts = to_sam_prompts(None, None, None, None, spatial_shape=(32, 32), image_size=64, num_classes=2, batch=1)
     low_res = torch.full((1, 2, 16, 16), -5.0)
     low_res[0, 1, 10:14, 10:14] = 5.0
     logits = net.postprocess(low_res, (32, 32))
-    rounds, changed = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), False,
+    rounds, changed = inferer.next_round(net, prompts, low_res, logits, references, torch.tensor([True]), False,
                                           (32, 32), 1)
     assert changed.tolist() == [[True, True]]  # both classes got a click: both are decoded again
     assert rounds.labels.tolist() == [[[1], [0]]]  # positive click for the miss, negative for the false positive
     x, y = rounds.coords[0, 0, 0].tolist()  # SAM frame: x is the column, image_size / 32 = 2 pixels per voxel
     assert references[0, 0, round((y + 0.5) / 2 - 0.5), round((x + 0.5) / 2 - 0.5)]
     assert torch.equal(rounds.masks[:, :, 0], low_res)  # the previous logits come back as the mask prompt
-    ended, changed = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([False]), False,
+    ended, changed = inferer.next_round(net, prompts, low_res, logits, references, torch.tensor([False]), False,
                                          (32, 32), 1)
     assert not changed.any() and (ended.labels == -1).all()
     assert torch.isnan(ended.masks).all()  # a finished session keeps its prompts
@@ -68,14 +79,14 @@ def test_next_round_adds_a_click_from_the_own_error_and_feeds_the_logits_back():
 
 def test_propagation_round_gives_slices_the_neighbours_logits_and_box():
     net = _net(3)
-    inferer = InteractiveTrainingInferer(seed=3)
+    inferer = InteractiveSessions(seed=3)
     references = np.zeros((1, 2, 32, 32, 4), bool)
     prompts = to_sam_prompts(None, None, None, None, spatial_shape=(32, 32, 4), image_size=64, num_classes=2,
                              batch=1)
     low_res = torch.full((1, 2, 16, 16, 4), -5.0)
     low_res[0, 0, 2:6, 3:9, :] = 5.0
     logits = net.postprocess(low_res, (32, 32, 4))
-    rounds, changed = inferer._next_round(net, prompts, low_res, logits, references, torch.tensor([True]), True,
+    rounds, changed = inferer.next_round(net, prompts, low_res, logits, references, torch.tensor([True]), True,
                                           (32, 32, 4), 4)
     clicked = (rounds.labels != -1).any(-1)
     boxed = torch.isfinite(rounds.boxes).all(-1)
@@ -96,14 +107,15 @@ def test_correction_rounds_decode_only_the_clicked_slices():
         return decode(embeddings, sam_prompts, *args)
 
     net.decode_prompts = counted
-    InteractiveTrainingInferer(max_rounds=3, propagation_probability=0.0, seed=5)(image, net, targets=label, **prompts)
+    sessions = InteractiveSessions(max_rounds=3, propagation_probability=0.0, seed=5)
+    _trainer(net, sessions, automatic_loss_weight=0.0)._session_logits(image, label, prompts)
     rows = 2 * 6 * 2  # samples x slices x classes
     assert decoded[-1] is None  # the last round, with gradients: every row
     assert decoded[0] <= rows and all(n <= 2 * 2 for n in decoded[1:-1])  # then one clicked slice per class
 
 
 def test_winner_masks_equal_argmax_with_a_zero_background():
-    from medsa_monai.inferers.interactive_training import _winners
+    from medsa_monai.training import winner_masks as _winners
 
     foreground = torch.randn(2, 3, 5, 7, 4)
     foreground[0, 1] = foreground[0, 0]  # ties go to the first class, as argmax's
@@ -119,10 +131,10 @@ def test_user_boxes_are_tight_per_slice_and_jittered_outwards_only():
     boxes = torch.tensor([[[0.0, 0.0, 0.0, 31.0, 31.0, 2.0]]])  # any box: only whether one is given matters
     prompts = to_sam_prompts(None, None, boxes, None, spatial_shape=(32, 32, 3), image_size=32, num_classes=1,
                              batch=1)
-    tight = InteractiveTrainingInferer(box_jitter=0.0)._user_boxes(prompts, references, (32, 32, 3), 32, 3)
+    tight = InteractiveSessions(box_jitter=0.0)._user_boxes(prompts, references, (32, 32, 3), 32, 3)
     assert tight.boxes[0, 0].tolist() == [6.0, 4.0, 19.0, 9.0] and tight.boxes[1, 0].tolist() == [8.0, 5.0, 11.0, 7.0]
     assert torch.isnan(tight.boxes[2, 0]).all()  # the class is not on the third slice
-    loose = InteractiveTrainingInferer(box_jitter=0.5, seed=1)._user_boxes(prompts, references, (32, 32, 3), 32, 3)
+    loose = InteractiveSessions(box_jitter=0.5, seed=1)._user_boxes(prompts, references, (32, 32, 3), 32, 3)
     assert (loose.boxes[0, 0, :2] <= tight.boxes[0, 0, :2]).all()
     assert (loose.boxes[0, 0, 2:] >= tight.boxes[0, 0, 2:]).all()
 
@@ -152,8 +164,8 @@ def test_session_is_seeded_trains_and_calls_the_decoder_once_per_round():
                 return decode(*args, **kwargs)
 
             net.decode_prompts = counted
-            inferer = InteractiveTrainingInferer(max_rounds=3, seed=5)
-            logits = inferer(image, net, targets=label, **prompts)
+            trainer = _trainer(net, InteractiveSessions(max_rounds=3, seed=5), automatic_loss_weight=0.0)
+            _, logits, _ = trainer._session_logits(image, label, prompts)
             logits.square().mean().backward()
             assert net.mask_decoder.output_upscaling[0].weight.grad is not None
             outputs.append(logits.detach())
@@ -162,19 +174,20 @@ def test_session_is_seeded_trains_and_calls_the_decoder_once_per_round():
         assert logits.shape == (2, 3, *image.shape[2:]) and torch.isfinite(logits).all()
 
 
-def test_without_targets_it_is_the_plain_forward():
-    image, _, prompts = _batch(2)
+def test_without_prompts_or_rounds_it_is_the_plain_forward():
+    image, label, _ = _batch(2)
     net = _net(2).eval()
     with torch.no_grad():
-        expected = net(image, **prompts)
-        got = InteractiveTrainingInferer()(image, net, **prompts)
+        expected = net(image)
+        _, got, automatic = _trainer(net, InteractiveSessions(max_rounds=0))._session_logits(image, label, {})
     assert torch.equal(expected, got) and not math.isnan(float(got.sum()))
+    assert automatic is None  # an unprompted session is automatic mode already
 
 
 def test_prompted_validation_combines_automatic_and_prompted_dice():
     from ignite.engine import Engine, Events
 
-    from medsa_monai.engines import PromptedValidation
+    from medsa_monai.training import PromptedValidation
 
     net = _net(2)
     label = torch.zeros(1, 32, 32)
@@ -197,7 +210,7 @@ def test_prompted_validation_combines_automatic_and_prompted_dice():
 
 
 def test_prompted_samples_also_train_automatic_mode():
-    from medsa_monai.inferers import InteractiveTrainingLoss
+    from ignite.engine import Engine
 
     image, label, prompts = _batch(2)
     net = _net(2)
@@ -208,19 +221,25 @@ def test_prompted_samples_also_train_automatic_mode():
         seen.append(pred.shape[0])
         return base(pred[:, 1:], (target == 1).float())
 
-    inferer = InteractiveTrainingInferer(max_rounds=0, automatic_loss=loss, automatic_loss_weight=0.5, seed=1)
-    logits = inferer(image, net, targets=label, **prompts)
-    assert seen == [2]  # both samples are prompted: both are also decoded in automatic mode
-    auxiliary = inferer.auxiliary_loss.detach().clone()
-    total = InteractiveTrainingLoss(loss, inferer)(logits, label)
-    assert inferer.pop_auxiliary_loss() is None  # taken once
-    assert float(total) == pytest.approx(float(base(logits[:, 1:], (label == 1).float()) + auxiliary), rel=1e-6)
+    trainer = _trainer(net, InteractiveSessions(max_rounds=0, seed=1), loss, automatic_loss_weight=0.5)
+    engine = Engine(lambda e, b: None)
+    engine.state.output = {}
+    engine.loss_function = loss
+    engine.fire_event = lambda event: None
+    trainer._forward_and_loss(engine, image, label, prompts)
+    total = engine.state.output["loss"]
+    assert seen == [2, 2]  # the last round's loss, then both samples (both prompted) in automatic mode
+    with torch.no_grad():
+        automatic = net(image)
+    expected = base(engine.state.output["pred"][:, 1:], (label == 1).float()) + 0.5 * base(automatic[:, 1:],
+                                                                                         (label == 1).float())
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
     total.backward()
     assert net.class_prompts.weight.grad.abs().sum() > 0  # the automatic prompts learn from prompted samples
 
-    automatic_only = InteractiveTrainingInferer(max_rounds=0, automatic_loss=loss, seed=1)
-    automatic_only(image, net, targets=label)  # no first prompt, no rounds: the main loss is the automatic one
-    assert automatic_only.pop_auxiliary_loss() is None
+    seen.clear()
+    trainer._forward_and_loss(engine, image, label, {})  # no first prompt, no rounds: the main loss is automatic
+    assert seen == [2]
 
 
 def test_a_pair_without_its_class_token_gets_sams_padding_token_instead():
@@ -258,11 +277,35 @@ def test_class_token_dropout_is_drawn_per_session():
 
         net.decode_prompts = spy
         seen.clear()
-        InteractiveTrainingInferer(max_rounds=2, class_token_dropout=dropout, seed=5)(image, net, targets=label,
-                                                                                     **prompts)
+        sessions = InteractiveSessions(max_rounds=2, class_token_dropout=dropout, seed=5)
+        _trainer(net, sessions, automatic_loss_weight=0.0)._session_logits(image, label, prompts)
         if expected is None:
             assert all(flags is None for flags in seen)
         else:  # every prompted decoding of the session, first round to last, without the token
             assert seen and all(flags is not None and not flags.any() for flags in seen)
     with pytest.raises(ValueError, match="class_token_dropout"):
-        InteractiveTrainingInferer(class_token_dropout=1.5)
+        InteractiveSessions(class_token_dropout=1.5)
+
+
+@pytest.mark.parametrize("as_keywords", [True, False])
+def test_the_first_prompts_of_a_batch_reach_the_sessions(as_keywords):
+    from monai.bundle import ConfigParser
+    from monai.engines import PrepareBatchExtraInput
+
+    from medsa_monai.bundle import TEMPLATE_DIR
+
+    image, label, prompts = _batch(2)
+    template = ConfigParser()
+    template.read_config(str(TEMPLATE_DIR / "train.json"))
+    keys = ["points", "point_labels", "boxes", "mask_inputs"]
+    prepare = template.get_parsed_content("train#trainer#prepare_batch") if as_keywords else \
+        PrepareBatchExtraInput(keys)  # the bundles' (keywords) and the positional form
+    prompts["mask_inputs"] = torch.full((2, 2, 32, 32), math.nan)
+    trainer = _trainer(_net(2), InteractiveSessions(max_rounds=0, seed=1))
+    trainer.prepare_batch = prepare
+    seen = []
+    run = trainer.sessions.run
+    trainer.sessions.run = lambda *args, **kwargs: seen.append(kwargs) or run(*args, **kwargs)
+    trainer._iteration(trainer, {"image": image, "label": label, **prompts})
+    assert sorted(seen[0]) == sorted(keys)
+    assert all(torch.equal(seen[0][k].nan_to_num(-7), prompts[k].nan_to_num(-7)) for k in keys)

@@ -13,12 +13,12 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
-from medsa_monai.bundle import inference_output_transforms, label_map_transforms, loading_transforms
 from medsa_monai.cli import main
 from medsa_monai.data import LabelSpec, SaveLabelMapd, parse_regions, save_probabilities
 from medsa_monai.evaluation.folder import evaluate_folder
-from medsa_monai.prediction import ensemble_folders
+from medsa_monai.prediction import ensemble_folders, inference_output_transforms, label_map_transforms
 from medsa_monai.prediction.predict import input_cases
+from medsa_monai.preprocessing import loading_transforms
 
 BRATS = {"labels": {"background": 0, "whole": [1, 2, 4], "core": [2, 4], "enhancing": [4]},
          "regions_class_order": [1, 2, 4]}
@@ -279,7 +279,8 @@ def test_skin_bundle_honours_plan_and_fold(trained_png_run, tmp_path):
     datalist = json.loads(Path(json.loads(run["plan"].read_text())["datalist_file"]).read_text())["training"]
     assert sorted(item["image"] for item in validation) == sorted(d["image"] for d in datalist if d["fold"] == 1)
     assert len(train) + len(validation) == 4
-    assert parser.get_parsed_content("in_channels") == 1 and parser.get_parsed_content("class_names") == ["class_255"]
+    plan = parser.get_parsed_content("plan")
+    assert plan.in_channels == 1 and plan.class_names == ["class_255"]
     run_monai_bundle(bundle, "run", "training", "--config_file", str(bundle / "configs" / "train.json"),
                      "--plan_file", str(run["plan"]), "--fold", "1", "--bundle_root", str(tmp_path),
                      "--sam_checkpoint", "None", "--max_epochs", "1", "--num_workers", "0", "--progress_bar", "False")

@@ -7,6 +7,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from medsa_monai.networks import TRAINABLE_PRESETS, MedSA, count_parameters, parameter_group
+from medsa_monai.predictor import MedSAPredictor
 
 from .conftest import randomise
 
@@ -216,8 +217,8 @@ def test_full_resolution_and_partial_mask_prompts():
 
 def test_3d_click_reaches_neighbouring_slices_with_an_offset_embedding():
     torch.manual_seed(0)
-    near = randomise(tiny(3, out_channels=2, click_depth_radius=2, prompt_propagation=False)).eval()
-    own = tiny(3, out_channels=2, prompt_propagation=False).eval()
+    near = randomise(tiny(3, out_channels=2, click_depth_radius=2)).eval()
+    own = tiny(3, out_channels=2).eval()
     own.load_state_dict({k: v for k, v in near.state_dict().items() if "click_depth_embed" not in k})
     volume = torch.rand(1, 1, 32, 32, 9)
     points, labels = torch.tensor([[[[10.0, 20.0, 4.0]]]]), torch.ones(1, 1, 1)
@@ -244,9 +245,10 @@ def test_click_depth_offsets_in_prompt_mapping():
 def test_deep_volumes_are_encoded_slab_by_slab():
     image = torch.randn(2, 1, 20, 24, 11)
     torch.manual_seed(0)
-    slabbed = randomise(MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=True, encode_depth=4)).eval()
+    network = randomise(MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=True)).eval()
+    slabbed = MedSAPredictor(network, encode_depth=4)
     whole = MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=True).eval()
-    whole.load_state_dict(slabbed.state_dict())
+    whole.load_state_dict(network.state_dict())
     with torch.no_grad():
         embeddings = slabbed.encode(image)
         by_hand = torch.cat([whole.encode(image[..., k:k + 4]).unflatten(0, (2, -1)) for k in (0, 4, 8)], 1)
@@ -254,9 +256,10 @@ def test_deep_volumes_are_encoded_slab_by_slab():
         torch.testing.assert_close(embeddings, by_hand.flatten(0, 1))
         assert not torch.allclose(embeddings, whole.encode(image))  # SD-Trans attends within a slab only
         assert slabbed(image).shape == (2, 3, 20, 24, 11)
-        per_slice = randomise(MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=False, encode_depth=3))
+        per_slice = randomise(MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=False)).eval()
         exact = MedSA(3, 1, 3, "vit_tiny", image_size=32, depth_attention=False)
         exact.load_state_dict(per_slice.state_dict())
-        torch.testing.assert_close(per_slice.eval().encode(image), exact.eval().encode(image))
+        torch.testing.assert_close(MedSAPredictor(per_slice, encode_depth=3).encode(image),
+                                   exact.eval().encode(image))
     with pytest.raises(ValueError, match="encode_depth"):
-        MedSA(2, 1, 3, "vit_tiny", image_size=32, encode_depth=4)
+        MedSAPredictor(MedSA(2, 1, 3, "vit_tiny", image_size=32), encode_depth=4)

@@ -34,10 +34,9 @@ from PIL import Image
 
 from medsa_monai.data import BTCV_LABELS, make_synthetic_dataset, make_synthetic_lesion_folder
 from medsa_monai.data import Spacingd as MetaSafeSpacingd
-from medsa_monai.inferers import EmbeddingCache
 from medsa_monai.networks import MedSA
-from medsa_monai.networks.guidance import guidance_to_points
-from medsa_monai.prompts import AddClickGuidanced, clicks_from_request
+from medsa_monai.predictor import AddClickGuidanced, EmbeddingCache, MedSAPredictor, clicks_from_request
+from medsa_monai.predictor.click_guidance import guidance_to_points
 
 from .conftest import randomise, run_monai_bundle
 
@@ -84,7 +83,7 @@ def test_guidance_channels_become_point_prompts():
 
 @torch.no_grad()
 def test_network_reads_guidance_channels_as_clicks():
-    net = _net(click_guidance=True)
+    net = MedSAPredictor(_net(), click_guidance=True)
     image = torch.randn(1, 1, 20, 24, 10)
     guidance = torch.zeros(1, 3, 20, 24, 10)
     guidance[0, 2, 10, 12, 5] = guidance[0, 0, 2, 3, 5] = 1
@@ -97,7 +96,7 @@ def test_network_reads_guidance_channels_as_clicks():
     with pytest.raises(ValueError, match="either as guidance channels or as points"):
         net(torch.cat([image, guidance], 1), points=points, point_labels=labels)
     with pytest.raises(ValueError, match="in_channels=1"):
-        _net()(torch.cat([image, guidance], 1))  # without click_guidance the extra channels are an error
+        MedSAPredictor(_net())(torch.cat([image, guidance], 1))  # without click_guidance: an error
 
 
 def test_clicks_are_mapped_through_orientation_and_spacing(tmp_path):
@@ -148,22 +147,22 @@ def test_request_click_conventions():
 def test_embedding_cache_serves_clicks_for_every_preset():
     """At inference the cache holds whole volumes even with SD-Trans and trainable adapters: a new click on the
     same volume runs only the decoder, and any change of image or weights is a miss."""
-    net = _net(click_guidance=True)
+    net = _net()
     assert not net.encoder_is_frozen() and net.architecture.depth_attention
     image = torch.randn(1, 1, 20, 24, 10)
     uncached = net.encode(image)
-    net.embedding_cache = cache = EmbeddingCache()
+    predictor = MedSAPredictor(net, embedding_cache=(cache := EmbeddingCache()), click_guidance=True)
     calls = []
     net.image_encoder.register_forward_hook(lambda *args: calls.append(1))
-    assert torch.equal(net.encode(image), uncached)
-    assert torch.equal(net.encode(image), uncached) and (cache.misses, cache.hits, len(calls)) == (1, 1, 1)
+    assert torch.equal(predictor.encode(image), uncached)
+    assert torch.equal(predictor.encode(image), uncached) and (cache.misses, cache.hits, len(calls)) == (1, 1, 1)
     net.image_encoder.blocks[0].Depth_Adapter.D_fc2.weight.add_(0.01)  # an adapter changes: a new key
-    net.encode(image)
+    predictor.encode(image)
     assert (cache.misses, len(calls)) == (2, 2)
     with torch.enable_grad():
-        net.encode(image)  # training: the adapters need the graph, so the cache is bypassed
+        predictor.encode(image)  # training: the adapters need the graph, so the cache is bypassed
     net.train()
-    net.encode(image)
+    predictor.encode(image)
     assert (cache.misses, cache.hits, len(calls)) == (2, 1, 4)
 
 
@@ -391,7 +390,7 @@ def test_a_click_costs_one_decoder_pass(server):
         for request in (clicks[1], clicks[0]):  # every later click on the image runs only the decoder
             task({"image": str(server.studies / image), "device": "cpu", **request})
         assert task._networks["cpu"][0] is network
-        cache = network.embedding_cache
+        cache = task.inferer().embedding_cache  # the click inferer, parsed once and kept by MONAI Label
         assert (cache.misses, cache.hits, len(calls)) == (1, 2, 0), name
 
 

@@ -1,6 +1,6 @@
 """``configs/multi_gpu_train.json`` of both bundles under the real ``torchrun``: 2 processes, Gloo on the CPU.
 
-Each rank records (``medsa_monai.bundle.RankRecorder``, added by a test overlay through ``train#extra_handlers``)
+Each rank records (``medsa_monai.training.RankRecorder``, added by a test overlay through ``train#extra_handlers``)
 what its sampler gave it and its weights; checkpoints go to a per-rank folder so that the writer shows.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsa_monai.bundle import state_dict_sha256
 from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
+from medsa_monai.training import state_dict_sha256
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 OVERLAY = {
-    "train#extra_handlers": ["$medsa_monai.bundle.RankRecorder(@output_dir + '/ranks')"],
+    "train#extra_handlers": ["$medsa_monai.training.RankRecorder(@output_dir + '/ranks')"],
     "ckpt_dir": "$@bundle_root + '/models' + os.environ['RANK']",
     "log_dir": "$@output_dir + '/tensorboard' + os.environ['RANK']",
 }

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from medsa_monai.evaluation import slice_clicks
 from medsa_monai.evaluation.metrics import hd95
 from medsa_monai.evaluation.paper_protocols import (
     PAPER_PROTOCOLS,
@@ -18,7 +19,6 @@ from medsa_monai.evaluation.paper_protocols import (
     slice_points,
     summarize_paper_protocols,
 )
-from medsa_monai.prompts import slice_clicks
 from tests.test_interactive_protocol import BoxNetwork, OracleNetwork, _case
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from medsa_monai.cli import main
+from medsa_monai.conversion import convert_ph2
 from medsa_monai.data import image_mask_pairs
-from medsa_monai.planning import convert_ph2
 
 
 def _ph2(root: Path, names=("IMD002", "IMD003"), size=(40, 30)) -> Path:

@@ -15,16 +15,14 @@ from monai.transforms import Transposed
 from PIL import Image
 
 from medsa_monai.cli import main
+from medsa_monai.conversion import ingest
 from medsa_monai.data import make_synthetic_dataset, split_cases
 from medsa_monai.planning import (
     PLAN_VERSION,
-    PlannedNormalized,
     assign_folds,
     compute_fingerprint,
     dataset_cache_estimate,
-    ingest,
     load_plan,
-    make_dataset,
     make_plan,
     memory_per_slice,
     saved_activation_bytes,
@@ -35,6 +33,7 @@ from medsa_monai.planning import (
 )
 from medsa_monai.planning.fingerprint import is_photographic_format
 from medsa_monai.planning.memory import GIB
+from medsa_monai.preprocessing import PlannedNormalized, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TASK04 = ROOT.parent / "shared" / "data" / "Task04_Hippocampus"
@@ -494,3 +493,92 @@ def test_plan_command_line(tmp_path, capsys):
     assert plan["patch_size"] == [40, 24, 1] and plan["num_folds"] == 3 and plan["dataset_cache"]["budget_gib"] == 1e-6
     datalist = json.loads((tmp_path / "plan" / "datalist.json").read_text())
     assert sorted(item["fold"] for item in datalist["training"]) == [0, 1, 2]
+
+
+def test_the_typed_plan_round_trips_and_holds_the_defaults(tmp_path):
+    from medsa_monai.planning import Plan
+
+    plan = make_plan(compute_fingerprint(_four_channel_volumes(tmp_path / "data")), sam_variant="vit_tiny",
+                     memory_gb=8)
+    assert isinstance(plan, Plan) and plan["patch_size"] == list(plan.patch_size)  # reads like its JSON too
+    path = plan.save(tmp_path / "plan.json")
+    again = Plan.load(path)
+    assert again == plan and again.to_dict() == json.loads(path.read_text())
+    assert again.record["notes"] == plan.record["notes"] and "memory" in again.record
+    # what a bundle's own plan leaves out comes from the one place the defaults live
+    bundled = Plan.from_dict({"labels": {"0": "background", "1": "a"}})
+    assert (bundled.spatial_dims, bundled.patch_size, bundled.image_size, bundled.sam_variant) == (
+        3, (40, 56, 40), 256, "vit_b")
+    flat = Plan.from_dict({"labels": {"0": "background", "1": "a"}, "spatial_dims": 2, "image_size": 64})
+    assert flat.patch_size == (64, 64) and flat.slice_axis is None and flat.configuration == "2d"
+    assert flat.network_depth_attention is False and bundled.network_depth_attention is None
+
+
+def test_a_plan_written_by_the_former_planner_loads(tmp_path):
+    from medsa_monai.planning import Plan
+
+    former = {"plan_version": 2, "dataset": "x", "configuration": "3d", "spatial_dims": 3, "slice_axis": 2,
+              "depth_attention": True, "in_channels": 1, "labels": {"0": "background", "1": "a", "2": "b"},
+              "regions": {}, "regions_class_order": [], "num_classes": 3, "label_values": [0, 1, 2],
+              "class_names": ["a", "b"], "has_regions": False, "sam_variant": "vit_b", "image_size": 256,
+              "pixdim": [1.0, 1.0, 1.0], "patch_size": [40, 56, 40], "batch_size": 2, "sw_batch_size": 1,
+              "sw_overlap": 0.5, "intensity": "zscore", "normalization": [{"scheme": "zscore", "nonzero": False}],
+              "dataset_cache": {"kind": "memory"}, "num_folds": None, "memory": {"budget_gib": 8},
+              "median_shape_at_target_spacing": [35.0, 50.0, 35.0], "notes": []}
+    (tmp_path / "plan.json").write_text(json.dumps(former))
+    plan = Plan.load(tmp_path / "plan.json")
+    assert plan.class_names == ["a", "b"] and plan.num_outputs == 3 and plan.record["memory"] == {"budget_gib": 8}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"patch_size": [40, 56]}, r"key 'patch_size' is \[40, 56\]; it must hold 3 positive integers"),
+    ({"image_size": 100}, "key 'image_size' is 100; it must be a positive multiple of 16"),
+    ({"spatial_dims": 4}, "key 'spatial_dims' is 4; it must be 2 or 3"),
+    ({"intensity": "hu"}, "key 'intensity' is 'hu'"),
+    ({"normalization": [{"scheme": "zscore"}] * 2}, "key 'normalization' has 2 schemes for 1 channel"),
+    ({"dataset_cache": {"kind": "cloud"}}, "key 'dataset_cache' has kind 'cloud'"),
+    ({"patch_sise": [1, 2, 3]}, "unknown key 'patch_sise'"),
+])
+def test_a_plan_that_does_not_fit_names_its_file_and_key(tmp_path, change, message):
+    from medsa_monai.planning import Plan, PlanError
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"labels": {"0": "background", "1": "a"}, **change}))
+    with pytest.raises(PlanError, match=message) as raised:
+        Plan.load(path)
+    assert str(path) in str(raised.value)
+
+
+def test_a_truncated_plan_names_line_and_column(tmp_path):
+    from medsa_monai.planning import Plan, PlanError
+
+    path = tmp_path / "plan.json"
+    path.write_text('{\n  "labels": {"0": "background", "1": "a"},\n  "patch_size": [40, 5')
+    with pytest.raises(PlanError, match=rf"plan file '{path}' is not valid JSON: .* at line 3 column"):
+        Plan.load(path)
+
+
+def test_a_run_overrides_the_planned_values_and_is_checked_again(tmp_path):
+    from medsa_monai.planning import OVERRIDABLE, Plan, PlanError
+
+    bundled = {"labels": {"0": "background", "1": "a"}, "image_size": 256}
+    plan = Plan.for_bundle(None, bundled, image_size=96, patch_size=[32, 40, 28], sam_variant=None)
+    assert plan.image_size == 96 and plan.patch_size == [32, 40, 28] and plan.sam_variant == "vit_b"
+    path = Plan.from_dict({**bundled, "batch_size": 4}).save(tmp_path / "plan.json")
+    assert Plan.for_bundle(str(path), bundled).batch_size == 4  # a plan file replaces the bundled plan
+    assert Plan.for_bundle("None", bundled).batch_size == 2
+    with pytest.raises(PlanError, match="image_size=100"):
+        Plan.for_bundle(None, bundled, image_size=100)
+    with pytest.raises(PlanError, match="'labels' cannot override a plan"):
+        Plan.for_bundle(None, bundled, labels={"0": "x"})
+    assert set(OVERRIDABLE) >= {"image_size", "patch_size", "batch_size", "sam_variant"}
+
+
+@pytest.mark.parametrize("bundle", ["medsa_hippocampus_mri", "medsa_fundus_disc_cup", "samda_skin_lesion",
+                                    "medsa_btcv_ct"])
+def test_every_shipped_bundle_holds_a_valid_plan(bundle):
+    from medsa_monai.planning import Plan
+
+    train = json.loads((ROOT / "bundles" / bundle / "configs" / "train.json").read_text())
+    plan = Plan.from_dict(train["bundle_plan"], source=bundle)
+    assert plan.num_outputs >= 2 and len(plan.patch_size) == plan.spatial_dims

@@ -9,12 +9,16 @@ from scipy import ndimage
 
 from medsa_monai.prompts import (
     SamplePromptsd,
+    error_click,
     jittered_box,
-    next_click,
     sample_negative_clicks,
     sample_positive_clicks,
     simulated_previous_logits,
 )
+
+
+def next_click(prediction, reference):
+    return error_click(prediction, reference, connectivity=1)
 
 
 def _label(shape=(20, 24, 16)) -> np.ndarray:

@@ -9,7 +9,8 @@ import torch
 
 from medsa_monai.networks import MedSA
 from medsa_monai.networks.prompt_mapping import to_sam_prompts
-from medsa_monai.networks.propagation import EMPTY_LOGIT, low_res_boxes, propagate_prompts
+from medsa_monai.predictor import MedSAPredictor
+from medsa_monai.predictor.propagation import EMPTY_LOGIT, low_res_boxes, propagate_prompts
 
 SIDE = 16  # low-resolution side: image_size 64
 
@@ -43,6 +44,12 @@ class TubeDecoder:
         return out.view(batch, depth, 1, SIDE, SIDE).permute(0, 2, 3, 4, 1)
 
 
+def propagate(decoder, prompts, batch: int, depth: int, **kwargs) -> torch.Tensor:
+    """:func:`propagate_prompts` with the decoder's ``decode_prompts`` over ``depth`` slices of embeddings."""
+    return propagate_prompts(lambda p: decoder.decode_prompts(torch.zeros(depth, 1), p, batch, depth), prompts, batch,
+                             depth, decoder.num_classes, decoder.background_channel, **kwargs)
+
+
 def tube(first: int, last: int, depth: int = 30) -> torch.Tensor:
     structure = torch.zeros(SIDE, SIDE, depth, dtype=torch.bool)
     structure[5:10, 6:11, first:last + 1] = True
@@ -58,7 +65,7 @@ def test_one_click_segments_every_slice_of_a_20_slice_tube_and_nothing_outside()
     structure = tube(5, 24)
     decoder = TubeDecoder(structure)
     click = torch.tensor([[[[30.0, 34.0, 12.0]]]])
-    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(click, torch.ones(1, 1, 1)), 1, 30)
+    low_res = propagate(decoder, prompts_for(click, torch.ones(1, 1, 1)), 1, 30)
     predicted = (low_res[0, 0] > 0).flatten(0, 1).any(0)
     assert predicted.tolist() == structure.flatten(0, 1).any(0).tolist()  # slices 5..24, no others
     assert (low_res[0, 0][..., :4] == EMPTY_LOGIT).all()  # never reached: certain background
@@ -72,7 +79,7 @@ def test_clicks_on_two_slices_combine_across_a_gap():
     structure = tube(2, 8) | tube(15, 20)
     decoder = TubeDecoder(structure)
     clicks = torch.tensor([[[[30.0, 34.0, 4.0], [30.0, 34.0, 18.0]]]])
-    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(clicks, torch.ones(1, 1, 2)), 1, 30)
+    low_res = propagate(decoder, prompts_for(clicks, torch.ones(1, 1, 2)), 1, 30)
     predicted = (low_res[0, 0] > 0).flatten(0, 1).any(0)
     assert predicted.tolist() == structure.flatten(0, 1).any(0).tolist()
 
@@ -80,14 +87,14 @@ def test_clicks_on_two_slices_combine_across_a_gap():
 def test_a_3d_box_seeds_its_middle_slice_and_bounds_propagation():
     decoder = TubeDecoder(tube(0, 29))
     box = torch.tensor([[[20.0, 24.0, 10.0, 40.0, 44.0, 16.0]]])
-    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(boxes=box), 1, 30)
+    low_res = propagate(decoder, prompts_for(boxes=box), 1, 30)
     predicted = (low_res[0, 0] > 0).flatten(0, 1).any(0)
     assert torch.nonzero(predicted).flatten().tolist() == list(range(10, 17))
     assert decoder.decoded[0] == (13, "box")
     # a box drawn on one slice is not a bound
     decoder = TubeDecoder(tube(0, 29))
     flat = torch.tensor([[[20.0, 24.0, 13.0, 40.0, 44.0, 13.0]]])
-    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(boxes=flat), 1, 30)
+    low_res = propagate(decoder, prompts_for(boxes=flat), 1, 30)
     assert (low_res[0, 0] > 0).flatten(0, 1).any(0).all()
 
 
@@ -100,14 +107,14 @@ def test_a_session_under_way_is_corrected_on_the_clicked_slices_only():
     clicks = torch.tensor([[[[30.0, 34.0, 12.0], [30.0, 34.0, 20.0]]]])
     prompts = to_sam_prompts(clicks, torch.ones(1, 1, 2), box, previous, spatial_shape=(64, 64, 30), image_size=64,
                              num_classes=1, batch=1, click_depth_radius=0)
-    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts, 1, 30)
+    low_res = propagate(decoder, prompts, 1, 30)
     assert sorted(decoder.decoded) == [(12, "click"), (20, "click")]  # nothing else decoded again
     assert torch.equal(low_res[0, 0, ..., 12], torch.where(structure[..., 12], 8.0, -8.0))
     others = [z for z in range(30) if z not in (12, 20)]
     assert torch.equal(low_res[0, 0][..., others], previous[0, 0][..., others])  # kept as they were
     # without the previous prediction the same prompts propagate through the whole structure
     decoder = TubeDecoder(structure)
-    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(clicks, torch.ones(1, 1, 2), box), 1, 30)
+    low_res = propagate(decoder, prompts_for(clicks, torch.ones(1, 1, 2), box), 1, 30)
     assert (low_res[0, 0] > 0).flatten(0, 1).any(0).tolist() == structure.flatten(0, 1).any(0).tolist()
 
 
@@ -146,7 +153,7 @@ def test_propagated_slices_mix_the_neighbour_with_their_own_automatic_logits():
     structure = tube(5, 24)
     click = torch.tensor([[[[30.0, 34.0, 12.0]]]])
     decoder = AutomaticKnowsDecoder(structure)
-    low_res = propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(click, torch.ones(1, 1, 1)), 1, 30,
+    low_res = propagate(decoder, prompts_for(click, torch.ones(1, 1, 1)), 1, 30,
                                 automatic_weight=0.25)
     assert (low_res[0, 0] > 0).flatten(0, 1).any(0).tolist() == structure.flatten(0, 1).any(0).tolist()
     # slice 13's neighbour is the clicked slice 12 (the structure: +8, elsewhere -8); its own automatic logits: 3
@@ -157,16 +164,16 @@ def test_propagated_slices_mix_the_neighbour_with_their_own_automatic_logits():
     assert sorted(decoder.automatic_rows) == [z for z in range(30) if z != 12]
     # at weight 0 the prompted class is never decoded in automatic mode
     decoder = AutomaticKnowsDecoder(structure)
-    propagate_prompts(decoder, torch.zeros(30, 1), prompts_for(click, torch.ones(1, 1, 1)), 1, 30)
+    propagate(decoder, prompts_for(click, torch.ones(1, 1, 1)), 1, 30)
     assert decoder.automatic_rows == [] and torch.equal(decoder.wave_masks[13], neighbour)
 
 
 def test_automatic_weight_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="automatic_weight"):
-        propagate_prompts(TubeDecoder(tube(5, 24)), torch.zeros(30, 1), prompts_for(boxes=torch.tensor(
+        propagate(TubeDecoder(tube(5, 24)), prompts_for(boxes=torch.tensor(
             [[[20.0, 24.0, 10.0, 40.0, 44.0, 16.0]]])), 1, 30, automatic_weight=1.5)
     with pytest.raises(ValueError, match="propagation_automatic_weight"):
-        MedSA(3, 1, 2, "vit_tiny", image_size=64, propagation_automatic_weight=-0.1)
+        MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64), propagation_automatic_weight=-0.1)
 
 
 @torch.no_grad()
@@ -174,18 +181,18 @@ def test_medsa_prompted_class_never_uses_its_automatic_prompt_on_other_slices():
     torch.manual_seed(0)
     # at the default weight (0.5) the automatic logits of the slices propagation reaches enter their mask prompt
     # (test above); at 0 nothing of the automatic mode does
-    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", propagation_automatic_weight=0.0).eval()
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
+    predictor = MedSAPredictor(net, propagation_automatic_weight=0.0)
     used = []
     net.class_prompts.register_forward_hook(lambda module, args, out: used.append(args[0].clone()))
     volume = torch.rand(1, 1, 32, 32, 8)
     points = torch.tensor([[[[10.0, 12.0, 3.0]], [[0.0, 0.0, 0.0]]]])
     labels = torch.tensor([[[1], [-1]]])  # class 1 clicked on slice 3, class 2 not prompted
-    low_res = net.decode(net.encode(volume), volume.shape, points, labels)
+    low_res = predictor.decode(predictor.encode(volume), volume.shape, points, labels)
     assert torch.isfinite(low_res).all()
     automatic = torch.cat(used)
     assert automatic.numel() == 8 and (automatic == 1).all()  # only class 2, on its 8 slices
-    net.prompt_propagation = False  # the former behaviour: the other slices of class 1 are automatic
-    used.clear()
+    used.clear()  # the network alone does not propagate: the other slices of class 1 are automatic
     net.decode(net.encode(volume), volume.shape, points, labels)
     assert (torch.cat(used) == 0).sum() == 7
 
@@ -208,8 +215,8 @@ def test_a_viewer_click_propagates_through_the_click_guidance_path():
     """MONAI Label's deepedit task calls ``inferer(image_with_guidance, network)``: a click on one slice of a
     volume reaches the network as a guidance channel and is propagated like any other 3D prompt."""
     torch.manual_seed(0)
-    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", click_guidance=True,
-                propagation_automatic_weight=0.0).eval()
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
+    predictor = MedSAPredictor(net, click_guidance=True, propagation_automatic_weight=0.0)
     volume = torch.rand(1, 1, 32, 32, 8)
     guidance = torch.zeros(1, 3, 32, 32, 8)
     guidance[0, 1, 10, 12, 3] = 1.0  # one click of class 1 on slice 3
@@ -217,7 +224,7 @@ def test_a_viewer_click_propagates_through_the_click_guidance_path():
     net.mask_decoder.register_forward_hook(lambda module, args, out: seen.append(out[0].shape[0]))
     used = []
     net.class_prompts.register_forward_hook(lambda module, args, out: used.append(args[0].clone()))
-    with_clicks = net(torch.cat([volume, guidance], 1))
+    with_clicks = predictor(torch.cat([volume, guidance], 1))
     assert with_clicks.shape == (1, 3, 32, 32, 8)
     assert len(seen) > 2  # the automatic class, the seed, then waves of propagated slices
     assert (torch.cat(used) == 1).all()  # class 1 never decoded with its automatic prompt
@@ -226,7 +233,7 @@ def test_a_viewer_click_propagates_through_the_click_guidance_path():
 def test_click_aware_inferer_uses_the_whole_volume_only_when_clicked():
     from monai.inferers import SlidingWindowInferer
 
-    from medsa_monai.inferers import ClickAwareInferer
+    from medsa_monai.predictor import ClickAwareInferer
 
     calls = []
 
@@ -235,9 +242,10 @@ def test_click_aware_inferer_uses_the_whole_volume_only_when_clicked():
         return x[:, :1]
 
     inferer = ClickAwareInferer(SlidingWindowInferer(roi_size=(8, 8, 8)), image_channels=1)
+    inferer.predictor = lambda net: net  # a network that reads its guidance channels itself
     volume = torch.zeros(1, 4, 16, 16, 16)
     inferer(volume, network)
-    assert set(calls) == {(1, 4, 8, 8, 8)}  # no click: window by window
+    assert set(calls) == {(1, 1, 8, 8, 8)}  # no click: window by window, the image alone
     calls.clear()
     volume[0, 2, 3, 3, 3] = 1.0
     inferer(volume, network)
@@ -247,7 +255,7 @@ def test_click_aware_inferer_uses_the_whole_volume_only_when_clicked():
 def test_click_aware_inferer_pads_a_clicked_volume_to_the_training_frame_and_crops_back():
     from monai.inferers import SimpleInferer
 
-    from medsa_monai.inferers import ClickAwareInferer
+    from medsa_monai.predictor import ClickAwareInferer
 
     seen = []
 
@@ -256,6 +264,7 @@ def test_click_aware_inferer_pads_a_clicked_volume_to_the_training_frame_and_cro
         return x[:, :1] * 2 + 1
 
     inferer = ClickAwareInferer(SimpleInferer(), image_channels=1, min_size=(12, 16))
+    inferer.predictor = lambda net: net
     volume = torch.zeros(1, 2, 9, 16, 5)
     volume[0, 0] = torch.arange(9 * 16 * 5, dtype=torch.float32).view(9, 16, 5) + 1
     volume[0, 1, 4, 4, 2] = 1.0
@@ -271,7 +280,7 @@ def test_click_aware_inferer_pads_a_clicked_volume_to_the_training_frame_and_cro
 
 
 def test_training_frame_padding_pads_volumes_in_plane_only():
-    from medsa_monai.bundle import training_frame_padding, training_frame_size
+    from medsa_monai.preprocessing import training_frame_padding, training_frame_size
 
     assert training_frame_size(2, [256, 256]) is None and training_frame_padding(2, [256, 256]) == []
     assert training_frame_size(3, [40, 56, 40]) == [40, 56]

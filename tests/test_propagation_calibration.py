@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from medsa_monai.engines import (
-    calibrate_propagation,
-    calibrated_propagation_weight,
-    calibrated_removal_radius,
-    calibration_checkpoint,
-)
 from medsa_monai.evaluation.interactive_protocol import run_protocol
 from medsa_monai.networks import MedSA
+from medsa_monai.predictor import MedSAPredictor, calibrated_propagation_weight, calibrated_removal_radius
+from medsa_monai.training import calibrate_propagation, calibration_checkpoint
 
 
 def cases(count: int = 2) -> list[dict]:
@@ -33,7 +29,7 @@ def cases(count: int = 2) -> list[dict]:
 @torch.no_grad()
 def test_calibration_scores_every_weight_by_box_dice_and_keeps_the_best(tmp_path):
     torch.manual_seed(0)
-    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
+    net = MedSAPredictor(MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval())
     found = calibrate_propagation(net, cases(), tmp_path, weights=(0.0, 0.5, 1.0))
     left_with = net.propagation_automatic_weight, net.removal_radius
     assert found["cases"] == 2 and set(found["box_dice"]) == {"0.0", "0.5", "1.0"}
@@ -48,7 +44,7 @@ def test_calibration_scores_every_weight_by_box_dice_and_keeps_the_best(tmp_path
     assert left_with == (found["propagation_automatic_weight"], found["removal_radius"])
     assert json.loads((tmp_path / "propagation.json").read_text()) == found
     assert calibrated_propagation_weight(tmp_path) == found["propagation_automatic_weight"]
-    assert not net.training
+    assert not net.network.training
     # then, with that weight, each removal radius by Dice after the protocol's five clicks
     assert set(found["click_dice"]) == {"none", "2.0"}
     net.propagation_automatic_weight = found["propagation_automatic_weight"]
@@ -67,7 +63,7 @@ def test_calibration_loads_a_training_checkpoint_first(tmp_path):
     torch.save({"model": trained.state_dict(), "epoch": 3}, tmp_path / "checkpoint_epoch=3.pt")
     torch.manual_seed(1)
     net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full")
-    found = calibrate_propagation(net, cases(1), None, checkpoint=tmp_path / "checkpoint_epoch=3.pt")
+    found = calibrate_propagation(MedSAPredictor(net), cases(1), None, checkpoint=tmp_path / "checkpoint_epoch=3.pt")
     assert found["checkpoint"] == "checkpoint_epoch=3.pt"
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.state_dict().values(),
                                                  strict=True))
@@ -83,14 +79,14 @@ def test_calibration_checkpoint_is_the_selected_model_when_training_saved_one(tm
 
 
 def test_nothing_to_choose_for_2d_networks_or_without_propagation(tmp_path):
-    net2d = MedSA(2, 1, 2, "vit_tiny", image_size=64)
+    net2d = MedSAPredictor(MedSA(2, 1, 2, "vit_tiny", image_size=64))
     assert calibrate_propagation(net2d, [{"image": torch.rand(1, 16, 16), "label": torch.zeros(1, 16, 16)}],
                                  tmp_path) is None
-    flat = MedSA(3, 1, 2, "vit_tiny", image_size=64, prompt_propagation=False)
+    flat = MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64), propagation=False)
     assert calibrate_propagation(flat, cases(1), tmp_path) is None
     assert not (tmp_path / "propagation.json").exists()
     with pytest.raises(ValueError, match="at least one case"):
-        calibrate_propagation(MedSA(3, 1, 2, "vit_tiny", image_size=64), [], tmp_path)
+        calibrate_propagation(MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64)), [], tmp_path)
 
 
 def test_reading_the_choice_back(tmp_path):
@@ -112,9 +108,10 @@ def test_each_case_is_encoded_once_for_all_the_weights(tmp_path):
     net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full")
     encoded = []
     net.image_encoder.register_forward_hook(lambda module, args, out: encoded.append(out.shape[0]))
-    calibrate_propagation(net, cases(2), None)
+    predictor = MedSAPredictor(net)
+    calibrate_propagation(predictor, cases(2), None)
     assert len(encoded) == 2  # two cases, three weights
-    assert net.embedding_cache is None and net.training  # left as it was found
+    assert predictor.embedding_cache is None and net.training  # left as it was found
 
 
 def test_reading_the_removal_radius_back(tmp_path):
@@ -132,8 +129,8 @@ def test_reading_the_removal_radius_back(tmp_path):
 
 
 def test_a_network_that_does_not_confine_its_corrections_keeps_its_radius(tmp_path):
-    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full", confine_corrections=False).eval()
-    found = calibrate_propagation(net, cases(1), tmp_path)
+    net = MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()
+    found = calibrate_propagation(MedSAPredictor(net, confine_corrections=False), cases(1), tmp_path)
     assert found["removal_radius"] is None and found["click_dice"] == {}
     with pytest.raises(ValueError, match="removal_radius"):
-        MedSA(3, 1, 3, "vit_tiny", image_size=64, removal_radius=0)
+        MedSAPredictor(net, removal_radius=0)

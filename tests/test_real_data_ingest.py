@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImage
 
+from medsa_monai.conversion import ingest
 from medsa_monai.data.labels import LabelSpec
-from medsa_monai.planning import compute_fingerprint, ingest, make_plan
+from medsa_monai.planning import compute_fingerprint, make_plan
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 LOAD = LoadImage(image_only=True, ensure_channel_first=True)

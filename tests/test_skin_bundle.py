@@ -74,7 +74,8 @@ def test_one_config_value_switches_samda_and_medsa(lesions, tmp_path):
         has_encoder_adapters = net.image_encoder.blocks[0].Space_Adapter is not None
         has_decoder_adapter = net.mask_decoder.transformer.layers[0].samda_adapter is not None
         assert (has_decoder_adapter, has_encoder_adapters) == ((True, False) if trainable == "samda" else (False, True))
-        assert (net.embedding_cache is not None) == cached and net.encoder_is_frozen() == cached
+        trainer_cache = parser.get_parsed_content("train#trainer").predictor.embedding_cache
+        assert (trainer_cache is not None) == cached and net.encoder_is_frozen() == cached
 
 
 def test_train_evaluate_infer_adapt(lesions, trained):

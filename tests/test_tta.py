@@ -9,9 +9,9 @@ import torch
 from ignite.engine import Events
 from monai.handlers import CheckpointLoader
 
-from medsa_monai.engines import TestTimeAdaptation, prediction_entropy
-from medsa_monai.inferers import EmbeddingCache
 from medsa_monai.networks import MedSA
+from medsa_monai.prediction import TestTimeAdaptation, prediction_entropy
+from medsa_monai.predictor import EmbeddingCache
 
 from .conftest import randomise
 
@@ -94,8 +94,8 @@ def test_episodic_resets_to_the_weights_a_checkpoint_loader_brings(tmp_path):
 
 def test_entropy_falls_and_cache_serves_the_steps():
     net = _net()
-    net.embedding_cache = cache = EmbeddingCache()
-    engine = TestTimeAdaptation("cpu", _data(1), net, steps=6, views=4, keep=0.5, learning_rate=3e-2)
+    engine = TestTimeAdaptation("cpu", _data(1), net, steps=6, views=4, keep=0.5, learning_rate=3e-2,
+                                embedding_cache=(cache := EmbeddingCache()))
     engine.run()
     losses = engine.state.adaptation_losses
     assert losses[-1] < losses[0]

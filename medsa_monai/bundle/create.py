@@ -1,19 +1,8 @@
-"""A complete MONAI bundle from a plan, and every bundle kept in step with the package's template.
-
-Every bundle's configs are the template in ``medsa_monai/bundle/template`` (one train, evaluate, inference and
-multi-GPU config for 2D and 3D, classes and regions) with some *settings*: top-level keys whose value is a scalar,
-a list of scalars, an expression, or the ``bundle_plan`` (what ``medsa plan`` decided for the data set). Components
-and sections (``train``, ``network_def``, ...) are the template's alone, so a fix to them reaches every bundle by
-:func:`sync_bundle` (``medsa bundle sync``), and the test suite checks that the shipped bundles are in step.
-
-MONAI bundles are self-contained (``python -m monai.bundle run --config_file configs/train.json`` and MONAI Label
-read the bundle's own files), so the template is copied, not referenced; MONAI's config merging (several
-``--config_file``) would tie a bundle to the paths of the package that made it.
-"""
+"""A complete MONAI bundle from a plan: configs rendered from the package's template with the plan as the bundle's
+``bundle_plan``, metadata in the MONAI bundle specification, a model card, the licence and large-file list."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -21,159 +10,12 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from ..planning.plan import load_plan
+from ..planning.plan import Plan
+from .sync import RECORD_FILE, TEMPLATE_CONFIGS, TEMPLATE_DIR, TWO_D_ONLY, record_configs, render_config, write_json
 
-__all__ = ["TEMPLATE_DIR", "TEMPLATE_CONFIGS", "bundle_plan", "bundle_settings", "render_config", "sync_bundle",
-           "create_bundle"]
+__all__ = ["create_bundle"]
 
-TEMPLATE_DIR = Path(__file__).parent / "template"
-TEMPLATE_CONFIGS = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "tta.json")
-_2D_ONLY = ("tta.json",)  # SAM-DA's test-time adaptation works on images
-_RECORD = "medsa_template"  # metadata.json: what each config was rendered with (see _record)
-_PLAN_KEYS = ("labels", "regions", "regions_class_order", "label_aliases", "spatial_dims", "in_channels", "modality",
-              "configuration", "slice_axis", "depth_attention", "intensity", "normalization", "sam_variant",
-              "image_size", "pixdim", "patch_size", "batch_size", "sw_overlap", "sw_batch_size", "dataset_cache",
-              "datalist_file", "dataset", "num_folds")
 _PACKAGES = ("medsa-monai", "segment-anything", "pytorch-ignite", "nibabel", "scipy", "pillow", "tensorboard")
-
-
-def bundle_plan(plan_file: str | Path | None, bundled: Mapping) -> dict:
-    """The plan a bundle runs with: ``plan_file`` when given (``medsa train --plan``), else the plan the bundle was
-    made from (its ``bundle_plan`` setting)."""
-    return load_plan(plan_file) or dict(bundled)
-
-
-def _template(name: str) -> dict:
-    return json.loads((TEMPLATE_DIR / name).read_text())
-
-
-def _is_setting(key: str, template_value) -> bool:
-    """A setting is a value, not a component: scalars, lists of scalars, expressions, and the bundled plan."""
-    if key == "bundle_plan":
-        return True
-    if isinstance(template_value, dict):
-        return False
-    if isinstance(template_value, list):
-        return all(not isinstance(v, (dict, list)) for v in template_value) and key not in ("imports", "run",
-                                                                                           "initialize", "finalize")
-    return True
-
-
-def render_config(name: str, settings: Mapping | None = None) -> dict:
-    """The template config ``name`` with ``settings`` (``{key: value}``) in place of its top-level values.
-
-    Raises:
-        KeyError: a setting the template does not have, or one that would replace a component or section.
-    """
-    config = _template(name)
-    for key, value in (settings or {}).items():
-        if key not in config:
-            raise KeyError(f"{name}: '{key}' is not a top-level key of the template (settings: "
-                           f"{', '.join(k for k, v in config.items() if _is_setting(k, v))})")
-        if not _is_setting(key, config[key]):
-            raise KeyError(f"{name}: '{key}' is a component or section of the template, not a setting; change the "
-                           f"template ({TEMPLATE_DIR / name}) so that the fix reaches every bundle")
-        config[key] = value
-    return config
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _record(config: Mapping, explicit: Mapping) -> dict:
-    """What ``metadata.json`` keeps of a rendered config: a fingerprint of its components, the settings the bundle
-    chose, and a fingerprint of every setting's value, so a later sync can tell a hand edit from a template change."""
-    settings = {k: v for k, v in config.items() if _is_setting(k, v)}
-    components = {k: v for k, v in config.items() if k not in settings}
-    return {"components": _digest(components), "settings": sorted(explicit),
-            "values": {k: _digest(v) for k, v in settings.items()}}
-
-
-def _recorded(configs: Path) -> dict[str, dict]:
-    meta = configs / "metadata.json"
-    return json.loads(meta.read_text()).get(_RECORD, {}) if meta.is_file() else {}
-
-
-def bundle_settings(bundle_dir: str | Path) -> dict[str, dict]:
-    """Per config file of a bundle, its settings (none for a config the bundle lacks, e.g. one a newer template
-    added): the values it chose when it was made or last synced, and any setting changed by hand since; every other
-    setting follows the template.
-
-    The rest of a config (its components and sections) must be what the template rendered then (its fingerprint is
-    in ``metadata.json``) or today's template; anything else was edited by hand.
-
-    Raises:
-        ValueError: naming the configs and keys edited by hand.
-    """
-    configs = Path(bundle_dir) / "configs"
-    recorded = _recorded(configs)
-    settings: dict[str, dict] = {}
-    problems = []
-    train = json.loads((configs / "train.json").read_text()) if (configs / "train.json").is_file() else {}
-    dims = train.get("bundle_plan", {}).get("spatial_dims", 3)
-    for name in TEMPLATE_CONFIGS:
-        path = configs / name
-        if not path.is_file():
-            if dims == 2 or name not in _2D_ONLY:
-                settings[name] = {}
-            continue
-        template, own = _template(name), json.loads(path.read_text())
-        record = recorded.get(name)
-        mine = {k: v for k, v in own.items() if _is_setting(k, template.get(k, v))}
-        components = {k: v for k, v in own.items() if k not in mine}
-        if record is None:  # not made by create or sync: what differs from the template is its own
-            settings[name] = {k: v for k, v in mine.items() if template.get(k) != v}
-        else:
-            settings[name] = {k: v for k, v in mine.items() if k in record["settings"]
-                              or _digest(v) != record["values"].get(k)}
-        unknown = [k for k in mine if k not in template and k not in (record or {}).get("values", {})]
-        problems += [f"{path}: '{k}' is not a key of the template" for k in unknown]
-        settings[name] = {k: v for k, v in settings[name].items() if k in template}  # else the template dropped it
-        template_components = {k: v for k, v in template.items() if not _is_setting(k, v)}
-        if _digest(components) not in ((record or {}).get("components"), _digest(template_components)):
-            edited = [k for k in components if template.get(k) != components[k]]
-            problems.append(f"{path}: {', '.join(repr(k) for k in edited) or 'its keys'} edited by hand")
-    if problems:
-        raise ValueError("the bundle's components were edited by hand, so a sync would lose the edits; move each "
-                         "change into the template (medsa_monai/bundle/template) or into a setting:\n  "
-                         + "\n  ".join(problems))
-    return settings
-
-
-def sync_bundle(bundle_dir: str | Path, check: bool = False) -> list[str]:
-    """Rewrite a bundle's configs from the current template, keeping its settings, and record them in
-    ``metadata.json``; with ``check``, write nothing.
-
-    Returns:
-        The files that differ (were rewritten, or would be with ``check``).
-    """
-    configs = Path(bundle_dir) / "configs"
-    changed = []
-    records = {}
-    for name, settings in bundle_settings(bundle_dir).items():
-        rendered = render_config(name, settings)
-        records[name] = _record(rendered, settings)
-        path = configs / name
-        if not path.is_file() or json.loads(path.read_text()) != rendered:
-            changed.append(name)
-            if not check:
-                _write_json(path, rendered)
-    if (configs / "logging.conf").read_text() != (TEMPLATE_DIR / "logging.conf").read_text():
-        changed.append("logging.conf")
-        if not check:
-            shutil.copy(TEMPLATE_DIR / "logging.conf", configs / "logging.conf")
-    meta_path = configs / "metadata.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get(_RECORD) != records:
-        changed.append("metadata.json")
-        if not check:
-            _write_json(meta_path, {**meta, _RECORD: records})
-    return changed
-
-
-def _write_json(path: Path, data: Mapping) -> None:
-    path.write_text(json.dumps(data, indent=4) + "\n")
 
 
 def _channel_def(plan: Mapping, dataset: Mapping) -> dict[str, str]:
@@ -286,28 +128,26 @@ def create_bundle(plan_file: str | Path, output: str | Path, name: str | None = 
     """
     from .model_card import model_card
 
-    plan = load_plan(plan_file)
-    if not plan:
-        raise ValueError("create_bundle needs a plan file")
+    plan = Plan.load(plan_file)
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"'{output}' exists (overwrite=True, or --overwrite, replaces it)")
-    dataset_path = Path(dataset_json or plan.get("dataset_json") or Path(plan_file).parent / "dataset.json")
+    dataset_path = Path(dataset_json or plan.dataset_json or Path(plan_file).parent / "dataset.json")
     dataset = json.loads(dataset_path.read_text()) if dataset_path.is_file() else {}
     name = name or output.name
-    plan_part = {k: plan[k] for k in _PLAN_KEYS if k in plan}
+    bundled = plan.bundled()
     description = description or (f"Segmentation of {', '.join(_output_def(plan).values())} in "
-                                  f"{plan.get('dataset', 'the data set')}")
+                                  f"{plan.dataset or 'the data set'}")
     data_dir = str(dataset.get("medsa_ingest", {}).get("source") or Path(plan_file).resolve().parent)
-    chosen = {"train.json": {"bundle_plan": plan_part, "dataset_dir": data_dir},
-              "inference.json": {"bundle_plan": plan_part, "dataset_dir": data_dir}}
+    chosen = {"train.json": {"bundle_plan": bundled, "dataset_dir": data_dir},
+              "inference.json": {"bundle_plan": bundled, "dataset_dir": data_dir}}
     for file, values in (settings or {}).items():
         chosen.setdefault(file, {}).update(values)
-    configs = {file: render_config(file, chosen.get(file)) for file in TEMPLATE_CONFIGS
-               if plan["spatial_dims"] == 2 or file not in _2D_ONLY}
     unknown = set(chosen) - set(TEMPLATE_CONFIGS)
     if unknown:
         raise KeyError(f"settings for unknown config files {sorted(unknown)}; configs: {list(TEMPLATE_CONFIGS)}")
+    configs = {file: render_config(file, chosen.get(file)) for file in TEMPLATE_CONFIGS
+               if plan.spatial_dims == 2 or file not in TWO_D_ONLY}
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -316,10 +156,10 @@ def create_bundle(plan_file: str | Path, output: str | Path, name: str | None = 
         (staging / "docs").mkdir()
         (staging / "models").mkdir()
         for file, config in configs.items():
-            _write_json(staging / "configs" / file, config)
+            write_json(staging / "configs" / file, config)
         meta = _metadata(plan, dataset, name, description)
-        meta[_RECORD] = {file: _record(config, chosen.get(file, {})) for file, config in configs.items()}
-        _write_json(staging / "configs" / "metadata.json", meta)
+        write_json(staging / "configs" / "metadata.json", meta)
+        write_json(staging / RECORD_FILE, record_configs(configs, chosen))
         shutil.copy(TEMPLATE_DIR / "logging.conf", staging / "configs" / "logging.conf")
         shutil.copy(TEMPLATE_DIR / "large_files.yml", staging / "large_files.yml")
         shutil.copy(TEMPLATE_DIR / "LICENSE", staging / "LICENSE")

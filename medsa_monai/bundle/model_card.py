@@ -99,7 +99,10 @@ drawn into the mask prompt (`dense_prompts`), carry the segmentation on their ow
 `torchrun --nproc_per_node=N -m monai.bundle run training --config_file
 "['configs/train.json','configs/multi_gpu_train.json']" ...`.
 
-## Evaluation
+""" + _USAGE
+
+
+_USAGE = """## Evaluation
 
 ```bash
 python -m monai.bundle run evaluating --meta_file configs/metadata.json \\

@@ -2,7 +2,15 @@
 
 from .btcv import BTCV_LABELS, TOTALSEGMENTATOR_TO_BTCV, totalsegmentator_to_btcv
 from .checks import CheckImageChannelsd, CheckImageLabeld
-from .datalist import check_files, find_datalist, has_labels, image_mask_pairs, load_datalist, split_cases
+from .datalist import (
+    check_files,
+    find_datalist,
+    has_labels,
+    image_mask_pairs,
+    input_datalist,
+    load_datalist,
+    split_cases,
+)
 from .labels import LabelSpec, LabelsToTargetd, TargetToLabelsd, parse_regions
 from .loading import LoadImaged
 from .spacing import Spacingd
@@ -41,6 +49,7 @@ __all__ = [
     "image_mask_pairs",
     "find_datalist",
     "has_labels",
+    "input_datalist",
     "load_datalist",
     "load_probabilities",
     "make_synthetic_ct_dataset",

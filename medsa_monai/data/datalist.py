@@ -12,7 +12,8 @@ from monai.data import load_decathlon_datalist
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_datalist", "find_datalist", "has_labels", "check_files", "split_cases", "image_mask_pairs"]
+__all__ = ["load_datalist", "find_datalist", "input_datalist", "has_labels",
+           "check_files", "split_cases", "image_mask_pairs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -140,6 +141,23 @@ def find_datalist(dataset_dir: str | Path, datalist_file: str | Path | None = No
         return image_mask_pairs(root, "images", label_dir if wants_label else None)
     raise FileNotFoundError(f"'{root}' is neither an MSD folder (dataset.json) nor a plain folder (images/ with "
                             f"labels/ or masks/); give datalist_file")
+
+
+def input_datalist(dataset_dir: str | Path, input_pattern: str | None = None) -> list[dict]:
+    """The images to infer: the files of ``dataset_dir`` matching ``input_pattern`` (a glob, e.g.
+    ``"imagesTs/*.nii.gz"``), else the data set's test cases or images (:func:`find_datalist`).
+
+    Raises:
+        FileNotFoundError: when there is no image, naming the folder and the pattern.
+    """
+    if input_pattern:
+        items = [{"image": str(f)} for f in sorted(Path(dataset_dir).glob(input_pattern)) if f.is_file()]
+    else:
+        items = find_datalist(dataset_dir, None, "test", ["image"])
+    if not items:
+        raise FileNotFoundError(f"no input images in {dataset_dir}" + (f" match {input_pattern}" if input_pattern
+                                                                        else ""))
+    return items
 
 
 def has_labels(dataset_dir: str | Path, datalist_file: str | Path | None = None) -> bool:

@@ -1,17 +1,17 @@
-"""Ignite engines beyond MONAI's: interactive (iterative-click) evaluation, model selection on prompted Dice,
-calibration of prompt propagation, and test-time adaptation."""
+"""Former home of the Ignite engines; they moved to the stage each belongs to (:mod:`medsa_monai.evaluation`,
+:mod:`medsa_monai.training`, :mod:`medsa_monai.prediction`). The old names warn and forward."""
 
-from .interactive import InteractiveEvaluator
-from .interactive_report import InteractiveReport
-from .prompted_validation import PromptedValidation
-from .propagation_calibration import (
-    calibrate_propagation,
-    calibrated_propagation_weight,
-    calibrated_removal_radius,
-    calibration_checkpoint,
-)
-from .test_time_adaptation import TestTimeAdaptation, prediction_entropy, view_augmentation
+from .._deprecated import moved_names
 
-__all__ = ["InteractiveEvaluator", "InteractiveReport", "PromptedValidation", "TestTimeAdaptation",
-           "calibrate_propagation", "calibrated_propagation_weight", "calibrated_removal_radius",
-           "calibration_checkpoint", "prediction_entropy", "view_augmentation"]
+__getattr__ = moved_names(__name__, {
+    "InteractiveEvaluator": "medsa_monai.evaluation",
+    "InteractiveReport": "medsa_monai.evaluation",
+    "PromptedValidation": "medsa_monai.training",
+    "TestTimeAdaptation": "medsa_monai.prediction",
+    "calibrate_propagation": "medsa_monai.training",
+    "calibrated_propagation_weight": "medsa_monai.predictor",
+    "calibrated_removal_radius": "medsa_monai.predictor",
+    "calibration_checkpoint": "medsa_monai.training",
+    "prediction_entropy": "medsa_monai.prediction",
+    "view_augmentation": "medsa_monai.prediction",
+})

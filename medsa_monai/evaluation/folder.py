@@ -10,10 +10,10 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from ..data.io import write_json
 from ..data.labels import LabelSpec
 from ..data.writers import case_name
 from .cup_to_disc import case_vcdr, cup_to_disc_outputs, summarize_vcdr
-from .io import write_json
 from .metrics import mask_metrics
 
 __all__ = ["evaluate_folder", "match_cases", "NNUNET_KEYS"]

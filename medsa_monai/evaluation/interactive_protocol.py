@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from monai.metrics import compute_surface_dice
-from scipy import ndimage
 
-from ..prompts.sampling import bounding_box
+from ..prompts.sampling import bounding_box, error_click
 from .metrics import dice_score
 from .output_masks import predicted_masks, reference_masks
 
@@ -112,45 +111,13 @@ def protocol_box(mask: np.ndarray) -> np.ndarray:
 
 def protocol_click(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float] | None = None,
                    seed: int = 0) -> tuple[np.ndarray, bool] | None:
-    """The challenge's next click for one class.
-
-    The error ``prediction != reference`` is split into connected components (full connectivity: 26 in 3D, 8 in
-    2D); the click goes to the maximum of the Euclidean distance transform (in the units of ``spacing``, image
-    border counted as outside) of the largest component. It is a foreground click when ``reference`` is set there
-    (a missed region), a background click otherwise (a false positive). Equally large components and equal maxima
-    are chosen among by ``np.random.RandomState(seed)`` (one fresh generator per click, as the challenge reseeds
-    before each choice), so the same inputs and seed always give the same click.
-
-    Args:
-        prediction: ``spatial`` boolean prediction of the class.
-        reference: ``spatial`` boolean reference of the class.
-        spacing: voxel size per spatial axis (mm); ``None`` for 1.
-        seed: seed of the tie-breaking choices.
+    """The challenge's next click for one class (:func:`~medsa_monai.prompts.error_click` with full connectivity,
+    26 in 3D and 8 in 2D, the distance transform in ``spacing`` units, ties chosen by ``RandomState(seed)``).
 
     Returns:
-        ``(index, is_foreground)`` with ``index`` the ``(ndim,)`` array index of the click, or ``None`` when the
-        prediction is perfect.
+        ``(index, is_foreground)``, or ``None`` when the prediction is perfect.
     """
-    prediction, reference = np.asarray(prediction, dtype=bool), np.asarray(reference, dtype=bool)
-    error = prediction != reference
-    if not error.any():
-        return None
-    rng = np.random.RandomState(seed)
-    components, count = ndimage.label(error, structure=ndimage.generate_binary_structure(error.ndim, error.ndim))
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    largest = np.flatnonzero(sizes == sizes.max()) + 1
-    chosen = largest[0] if largest.size == 1 else rng.choice(largest)
-    # the transform within the component's bounding box, padded by one outside voxel, equals the whole image's:
-    # an inside voxel's nearest outside voxel is never farther than that box's border
-    box = ndimage.find_objects(components, max_label=chosen)[chosen - 1]
-    region = components[box] == chosen
-    sampling = None if spacing is None else [float(s) for s in spacing]
-    distance = ndimage.distance_transform_edt(np.pad(region, 1), sampling=sampling)[(slice(1, -1),) * region.ndim]
-    distance = distance * region
-    maxima = np.argwhere(np.isclose(distance, distance.max(), rtol=1e-9, atol=0.0) & region)
-    index = maxima[0] if len(maxima) == 1 else maxima[rng.choice(len(maxima))]
-    index = index + np.array([axis.start for axis in box])
-    return index.astype(np.int64), bool(reference[tuple(index)])
+    return error_click(prediction, reference, spacing=spacing, seed=seed)
 
 
 def protocol_auc(values: Sequence[float] | np.ndarray) -> float:
@@ -198,7 +165,7 @@ def surface_dice(prediction: np.ndarray, reference: np.ndarray, spacing: Sequenc
 
 
 @torch.no_grad()
-def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
+def run_protocol(predictor, image: torch.Tensor, label: np.ndarray | torch.Tensor,
                  spacing: Sequence[float] | None = None, num_clicks: int = 5, seed: int = 0,
                  mask_feedback: bool = True, surface: bool = True) -> ProtocolResult:
     """Run the CVPR 2025 interactive protocol (box, then ``num_clicks`` corrective clicks) on one case.
@@ -207,10 +174,10 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
     its own box and clicks.
 
     Args:
-        network: a :class:`~medsa_monai.networks.MedSA`, or any object with ``encode``, ``decode``,
+        predictor: a :class:`~medsa_monai.predictor.MedSAPredictor`, or any object with ``encode``, ``decode``,
             ``postprocess``, ``num_classes`` and ``background_channel`` like it.
         image: ``(1, C, H, W[, D])`` pre-processed image.
-        label: ``(H, W[, D])`` reference label map, class ``k`` is value ``k`` (``k = 1..network.num_classes``), or
+        label: ``(H, W[, D])`` reference label map, class ``k`` is value ``k`` (``k = 1..predictor.num_classes``), or
             ``(K, H, W[, D])`` region channels (nested or overlapping outputs, each prompted and scored on its own).
         spacing: voxel size per spatial axis (mm), for the NSD and the click distance transform; ``None`` for 1.
         num_clicks: corrective clicks after the box (5 in the challenge).
@@ -226,7 +193,7 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
     spatial = tuple(image.shape[2:])
     if spacing is not None and len(spacing) != len(spatial):
         raise ValueError(f"spacing {tuple(spacing)} does not have {len(spatial)} entries")
-    classes, dims, steps = network.num_classes, len(spatial), num_clicks + 1
+    classes, dims, steps = predictor.num_classes, len(spatial), num_clicks + 1
     references = reference_masks(label, classes, spatial)
     present = np.array([bool(ref.any()) for ref in references])
 
@@ -238,7 +205,7 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
     clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]
 
     if present.any():
-        embeddings = network.encode(image)
+        embeddings = predictor.encode(image)
         device = embeddings.device
         box_prompt = torch.as_tensor(boxes, device=device)[None]
         low_res = None
@@ -261,8 +228,8 @@ def run_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor,
                 if mask_feedback and low_res is not None:
                     mask_inputs = low_res.clone()
                     mask_inputs[:, torch.as_tensor(~present, device=mask_inputs.device)] = math.nan
-            low_res = network.decode(embeddings, image.shape, points, point_labels, box_prompt, mask_inputs)
-            predicted = predicted_masks(network, low_res, spatial, present)
+            low_res = predictor.decode(embeddings, image.shape, points, point_labels, box_prompt, mask_inputs)
+            predicted = predicted_masks(predictor, low_res, spatial, present)
             for k in np.flatnonzero(present):
                 dice[step, k] = dice_score(predicted[k], references[k])
                 if surface:

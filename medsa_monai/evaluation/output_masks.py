@@ -29,16 +29,16 @@ def reference_masks(label: np.ndarray | torch.Tensor, outputs: int, spatial: tup
                      f"channels {(outputs, *spatial)}")
 
 
-def predicted_masks(network, low_res: torch.Tensor, spatial: tuple[int, ...],
+def predicted_masks(predictor, low_res: torch.Tensor, spatial: tuple[int, ...],
                     present: np.ndarray | None = None) -> list[np.ndarray]:
-    """Low-resolution logits ``(1, K, ...)`` of ``network`` -> one mask per output at ``spatial``: with a background
+    """Low-resolution logits ``(1, K, ...)`` of ``predictor`` -> one mask per output at ``spatial``: with a background
     channel, exclusive classes (the largest foreground logit where it beats the background's 0); without, regions,
     each output on its own (logit > 0), so nested structures overlap. Outputs not ``present`` are never predicted."""
-    logits = network.postprocess(low_res, spatial)[0]
-    foreground = (logits[1:] if network.background_channel else logits).float().clone()
+    logits = predictor.postprocess(low_res, spatial)[0]
+    foreground = (logits[1:] if predictor.background_channel else logits).float().clone()
     if present is not None:
         foreground[torch.as_tensor(~np.asarray(present, bool), device=foreground.device)] = -math.inf
-    if not network.background_channel:
+    if not predictor.background_channel:
         return list((foreground > 0).cpu().numpy())
     best = foreground.max(0)
     winner = torch.where(best.values > 0, best.indices + 1, 0).cpu().numpy()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..prompts.sampling import bounding_box, next_click
+from ..prompts.sampling import bounding_box, error_click
 from .metrics import dice_score, hd95
 from .output_masks import predicted_masks, reference_masks
 
@@ -71,7 +71,7 @@ def parse_paper_protocol(name: str) -> tuple[str, float]:
 
 
 def _plane_points(plane: np.ndarray, count: int, rng: np.random.RandomState) -> list[tuple[int, ...]]:
-    centre = tuple(int(v) for v in next_click(np.zeros_like(plane), plane)[0])
+    centre = tuple(int(v) for v in error_click(np.zeros_like(plane), plane, connectivity=1)[0])
     others = [tuple(int(v) for v in p) for p in np.argwhere(plane) if tuple(p) != centre]
     chosen = rng.choice(len(others), size=min(count - 1, len(others)), replace=False) if count > 1 else []
     return [centre] + [others[i] for i in sorted(chosen)]
@@ -130,22 +130,23 @@ def box_with_iou(mask: np.ndarray, iou: float, rng: np.random.RandomState) -> tu
 
 
 @torch.no_grad()
-def run_paper_protocol(network, image: torch.Tensor, label: np.ndarray | torch.Tensor, protocol: str,
+def run_paper_protocol(predictor, image: torch.Tensor, label: np.ndarray | torch.Tensor, protocol: str,
                        spacing: Sequence[float] | None = None, seed: int = 0,
                        embeddings: torch.Tensor | None = None) -> PaperProtocolResult:
     """Prompt every class of one case as ``protocol`` says (see the module) and score the prediction.
 
     Args:
-        network: a :class:`~medsa_monai.networks.MedSA` (``encode``, ``decode``, ``postprocess``, ``num_classes``).
+        predictor: a :class:`~medsa_monai.predictor.MedSAPredictor` (``encode``, ``decode``, ``postprocess``,
+            ``num_classes``).
         image: ``(1, C, *spatial)`` pre-processed image.
         label: a ``spatial`` label map (class ``k`` is value ``k``) or ``(K, *spatial)`` region channels.
         protocol: ``"points_<n>"`` or ``"box_<iou>"`` (:data:`PAPER_PROTOCOLS`).
         spacing: voxel size (mm) for HD95; ``None`` for 1.
         seed: seed of the random points or box.
-        embeddings: ``network.encode(image)``, when already computed (one encoder pass serves every protocol).
+        embeddings: ``predictor.encode(image)``, when already computed (one encoder pass serves every protocol).
     """
     kind, value = parse_paper_protocol(protocol)
-    classes, spatial = network.num_classes, tuple(image.shape[2:])
+    classes, spatial = predictor.num_classes, tuple(image.shape[2:])
     dims = len(spatial)
     spacing = [1.0] * dims if spacing is None else [float(s) for s in spacing]
     references = reference_masks(label, classes, spatial)
@@ -154,7 +155,7 @@ def run_paper_protocol(network, image: torch.Tensor, label: np.ndarray | torch.T
     if not present.any():
         return PaperProtocolResult(dice, distance, box_iou)
     rng = np.random.RandomState(seed)
-    embeddings = network.encode(image) if embeddings is None else embeddings
+    embeddings = predictor.encode(image) if embeddings is None else embeddings
     device = embeddings.device
     points = point_labels = boxes = None
     if kind == "points":
@@ -171,7 +172,7 @@ def run_paper_protocol(network, image: torch.Tensor, label: np.ndarray | torch.T
         for k in np.flatnonzero(present):
             box, box_iou[k] = box_with_iou(references[k], value, rng)
             boxes[0, k] = torch.as_tensor(box, device=device)
-    predicted = predicted_masks(network, network.decode(embeddings, image.shape, points, point_labels, boxes),
+    predicted = predicted_masks(predictor, predictor.decode(embeddings, image.shape, points, point_labels, boxes),
                                 spatial, present)
     for k in np.flatnonzero(present):
         dice[k] = dice_score(predicted[k], references[k])

@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
+from ..data.io import write_csv, write_json
 from ..data.labels import LabelSpec
 from ..data.writers import case_name as file_case_name
 from .cup_to_disc import VCDR_COLUMNS, case_vcdr, cup_to_disc_outputs, summarize_vcdr
-from .io import write_csv, write_json
 from .metrics import METRICS, case_metrics, mask_metrics, summarize
 
 __all__ = ["SegmentationReport", "class_map", "case_name", "label_map"]

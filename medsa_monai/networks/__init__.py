@@ -1,18 +1,22 @@
-"""MONAI network components built on ``segment_anything``: SAM backbones, Med-SA adapters, SD-Trans, HyP-Adpt."""
+"""MONAI network components built on ``segment_anything``: SAM backbones, Med-SA adapters, SD-Trans, HyP-Adpt,
+SAM-DA's decoder adapter, and the MedSA network that computes with them."""
 
+from .._deprecated import moved_names
 from .adapters import Adapter, LoRA
+from .architecture import Architecture, resolve_architecture
 from .checkpoint import CheckpointMismatchError, read_state_dict
 from .decoder import MedSADecoderBlock, MedSAMaskDecoder, build_mask_decoder
 from .encoder import MedSABlock, MedSAImageEncoder
 from .hyper_prompt import HyperPromptAdapter
-from .medsa import MedSA, resolve_architecture
+from .medsa import MedSA
 from .presets import TRAINABLE_PRESETS, ParameterCount, apply_trainable, count_parameters, parameter_group
-from .propagation import propagate_prompts
+from .prompt_mapping import SamPrompts, to_sam_prompts
 from .sam import build_sam
 from .variants import SAM_VARIANTS, SamVariant, get_sam_variant
 
 __all__ = [
     "Adapter",
+    "Architecture",
     "CheckpointMismatchError",
     "HyperPromptAdapter",
     "LoRA",
@@ -23,6 +27,7 @@ __all__ = [
     "MedSAMaskDecoder",
     "ParameterCount",
     "SAM_VARIANTS",
+    "SamPrompts",
     "SamVariant",
     "TRAINABLE_PRESETS",
     "apply_trainable",
@@ -31,7 +36,9 @@ __all__ = [
     "count_parameters",
     "get_sam_variant",
     "parameter_group",
-    "propagate_prompts",
     "read_state_dict",
     "resolve_architecture",
+    "to_sam_prompts",
 ]
+
+__getattr__ = moved_names(__name__, {"propagate_prompts": "medsa_monai.predictor"})

@@ -36,7 +36,8 @@ def parameter_table(
         for variant in variants:
             for dims in spatial_dims:
                 for preset in presets:
-                    net = MedSA(dims, 1, out_channels, variant, trainable=preset, adapter_ratio=adapter_ratio)
+                    net = MedSA(dims, 1, out_channels, variant, trainable=preset,
+                                architecture={"adapter_ratio": adapter_ratio})
                     sam = sum(p.numel() for n, p in net.named_parameters() if parameter_group(n) in SAM_GROUPS)
                     rows.append(ParameterRow(variant, dims, preset, sam, *count_parameters(net)))
     return rows

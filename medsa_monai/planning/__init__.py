@@ -1,44 +1,40 @@
-"""nnU-Net-style planning: ingest a data set, fingerprint it, plan the training, make k-fold datalists."""
+"""nnU-Net-style planning: fingerprint a data set, plan the training (the typed :class:`Plan`), make k-fold
+datalists, and the memory model the plan is fitted with."""
 
-from .dataset_cache import make_dataset
+from .._deprecated import moved_names
 from .fingerprint import compute_fingerprint, load_fingerprint
 from .folds import assign_folds, datalist_num_folds, write_fold_datalist
-from .ingest import ingest
-from .inspection import check_dataset
-from .layouts import DatasetError, read_raw_dataset
 from .memory import memory_per_slice, saved_activation_bytes
-from .normalization import PlannedNormalized
-from .ph2 import convert_ph2
-from .plan import (
-    PLAN_VERSION,
-    dataset_cache_estimate,
-    load_plan,
-    make_plan,
-    slice_axis,
-    slice_last_indices,
-    target_spacing,
-)
+from .plan import CONFIGURATIONS, OVERRIDABLE, PLAN_VERSION, Plan, PlanError, load_plan, slice_last_indices
+from .planner import dataset_cache_estimate, make_plan, slice_axis, target_spacing
 
 __all__ = [
-    "DatasetError",
+    "CONFIGURATIONS",
+    "OVERRIDABLE",
     "PLAN_VERSION",
-    "PlannedNormalized",
+    "Plan",
+    "PlanError",
     "assign_folds",
-    "check_dataset",
     "compute_fingerprint",
-    "convert_ph2",
     "datalist_num_folds",
     "dataset_cache_estimate",
-    "ingest",
     "load_fingerprint",
     "load_plan",
-    "make_dataset",
     "make_plan",
     "memory_per_slice",
-    "read_raw_dataset",
     "saved_activation_bytes",
     "slice_axis",
     "slice_last_indices",
     "target_spacing",
     "write_fold_datalist",
 ]
+
+__getattr__ = moved_names(__name__, {
+    "DatasetError": "medsa_monai.conversion",
+    "check_dataset": "medsa_monai.conversion",
+    "convert_ph2": "medsa_monai.conversion",
+    "ingest": "medsa_monai.conversion",
+    "read_raw_dataset": "medsa_monai.conversion",
+    "PlannedNormalized": "medsa_monai.preprocessing",
+    "make_dataset": "medsa_monai.preprocessing",
+})

@@ -17,8 +17,8 @@ import numpy as np
 from monai.data import MetaTensor, load_decathlon_datalist
 from monai.transforms import LoadImage, Orientation
 
+from ..data.io import write_json
 from ..data.labels import LabelSpec
-from ..evaluation.io import write_json
 
 __all__ = ["case_fingerprint", "compute_fingerprint", "load_fingerprint", "declared_spatial_dims",
            "is_photographic_format", "PHOTO_FORMATS"]

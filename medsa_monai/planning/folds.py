@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.io import write_json
+from ..data.io import write_json
 
 __all__ = ["assign_folds", "write_fold_datalist", "datalist_num_folds"]
 

@@ -1,66 +1,40 @@
-"""Plan: from a fingerprint and a memory budget to the settings a bundle trains with, without hand-tuning.
+"""The plan as a type: read, checked, written and defaulted in one place, what every stage reads.
 
-The plan decides, nnU-Net style: the configuration (SD-Trans on slabs of a volume, or independent slices), the
-target spacing (median, with nnU-Net's rule for an anisotropic axis) and the axis the network slices along, the
-intensity normalisation per channel, the patch (in-plane size and, for SD-Trans, the slab depth), SAM's input size,
-the batch size and the sliding-window batch for a GPU memory budget (see :mod:`.memory`), the labels the network
-outputs (classes or regions), whether the preprocessed data set is cached in memory or on disk, and the folds. A
-bundle reads the plan with ``--plan_file``; every planned value can still be overridden on the command line.
+``medsa plan`` writes ``plan.json`` (:func:`~medsa_monai.planning.make_plan`); a bundle holds the plan it was made
+from (its ``bundle_plan`` setting) and may be given another (``--plan_file``). :class:`Plan` reads either, names the
+key and the file of any value that does not fit, fills what a plan leaves out with the defaults below (the only
+place they are written), and gives the values the configs use (``@plan.patch_size``, ``@plan.label_spec``...).
+A plan also reads like its JSON (``plan["patch_size"]``), so code written for the plain dictionary keeps working.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from ..data.io import write_json
 from ..data.labels import LabelSpec
-from .folds import datalist_num_folds
-from .memory import GIB, MemoryEstimate, memory_per_slice
 
-__all__ = ["target_spacing", "slice_axis", "slice_last_indices", "dataset_cache_estimate", "make_plan", "load_plan",
-           "PLAN_VERSION", "CONFIGURATIONS"]
+__all__ = ["Plan", "PlanError", "load_plan", "slice_last_indices", "PLAN_VERSION", "CONFIGURATIONS",
+           "OVERRIDABLE"]
 
 PLAN_VERSION = 2
-ANISOTROPY = 3.0
 CONFIGURATIONS = ("3d", "2d")
-PHOTO_RANGE = [0, 255]
-SLICE_AXIS_TOLERANCE = 0.01  # spacings within 1 % of the coarsest tie (no meaningful through-plane axis among them)
+INTENSITIES = ("unit", "uint8", "zscore")
+CACHE_KINDS = ("memory", "disk")
+OVERRIDABLE = ("sam_variant", "image_size", "patch_size", "batch_size", "pixdim", "sw_batch_size", "sw_overlap",
+               "datalist_file")
+"""The plan's values a bundle run may override (``--image_size 96``; ``None`` keeps the planned one)."""
+
+_DERIVED = ("num_classes", "label_values", "class_names", "has_regions")  # written for readers, recomputed here
+RECORD_KEYS = ("memory", "median_shape_at_target_spacing", "notes")  # the planner's notes beside the settings
 
 
-def target_spacing(spacings, shapes, anisotropy: float = ANISOTROPY) -> list[float]:
-    """Median spacing; for an axis coarser than ``anisotropy`` times the others, and with fewer voxels than a third of
-    theirs, the 10th percentile of its spacings instead (nnU-Net v2's rule: do not interpolate many thin slices
-    out of few thick ones), but never finer than the other axes."""
-    spacings, shapes = np.asarray(spacings, dtype=float), np.asarray(shapes, dtype=float)
-    target = np.median(spacings, axis=0)
-    if len(target) < 3:
-        return target.tolist()
-    sizes = np.median(shapes, axis=0)
-    worst = int(np.argmax(target))
-    others = [i for i in range(len(target)) if i != worst]
-    if target[worst] > anisotropy * max(target[others]) and sizes[worst] * anisotropy < min(sizes[others]):
-        low = float(np.percentile(spacings[:, worst], 10))
-        if low < max(target[others]):
-            low = max(max(target[others]), low) + 1e-5
-        target[worst] = low
-    return target.tolist()
-
-
-def slice_axis(spacing: Sequence[float], tolerance: float = SLICE_AXIS_TOLERANCE) -> int:
-    """The axis (0, 1 or 2, in RAS array order) of the coarsest spacing: the acquisition's through-plane axis.
-
-    Axes within ``tolerance`` (relative) of the coarsest tie, and ties go to the last of them: axis 2 for isotropic
-    data, as MONAI's RAS arrays of axial acquisitions have it.
-    """
-    spacing = np.asarray(spacing, dtype=float)
-    if spacing.shape != (3,):
-        raise ValueError(f"slice_axis needs the spacing of a volume (3 values), got {spacing.tolist()}")
-    tied = np.flatnonzero(spacing >= spacing.max() * (1 - tolerance))
-    return int(tied[-1])
+class PlanError(ValueError):
+    """A plan that cannot be used; the message names the file and the key."""
 
 
 def slice_last_indices(axis: int) -> list[int]:
@@ -72,215 +46,266 @@ def slice_last_indices(axis: int) -> list[int]:
     return [0] + [1 + a for a in (0, 1, 2) if a != axis] + [1 + axis]
 
 
-def _round_up(value: float, multiple: int) -> int:
-    return int(math.ceil(value / multiple) * multiple)
+@dataclass(frozen=True)
+class Plan(Mapping):
+    """The settings a bundle trains and infers with for one data set (see :func:`~medsa_monai.planning.make_plan`
+    for how each is decided). Array axes of volumes are in RAS order, as ``Orientationd`` / ``Spacingd`` leave
+    them; ``patch_size`` is in the network's order (the slicing axis last).
 
-
-def _median_resampled_shape(fingerprint: Mapping, spacing: Sequence[float]) -> np.ndarray:
-    return np.median([np.asarray(s) * np.asarray(sp) / np.asarray(spacing) for s, sp in
-                      zip(fingerprint["shapes"], fingerprint["spacings"], strict=True)], axis=0)
-
-
-def _geometry(fingerprint: Mapping, dims: int, configuration: str, max_patch: int) -> dict:
-    """Target spacing, slice axis, in-plane patch (network order) and full slab depth (1 for per-slice training)."""
-    spacing = target_spacing(fingerprint["spacings"], fingerprint["shapes"])
-    resampled = _median_resampled_shape(fingerprint, spacing)
-    if dims == 2:  # the bundle resizes 2D images to the patch, so the patch is the median image as loaded
-        median = np.median(np.asarray(fingerprint["shapes"], dtype=float), axis=0)
-        return {"spacing": spacing, "resampled": resampled, "axis": None, "cached_shape": median,
-                "in_plane": [min(_round_up(v, 8), max_patch) for v in median], "full_depth": 1}
-    axis = slice_axis(spacing)
-    in_plane = [min(_round_up(resampled[a], 8), max_patch) for a in (0, 1, 2) if a != axis]
-    full_depth = min(_round_up(resampled[axis], 4), 128) if configuration == "3d" else 1
-    return {"spacing": spacing, "resampled": resampled, "axis": axis, "cached_shape": resampled,
-            "in_plane": in_plane, "full_depth": full_depth}
-
-
-def _fit_memory(sam_variant: str, memory_gb: float, amp: bool, dims: int, depth_attention: bool, image_size: int,
-                full_depth: int, min_slab: int, min_image_size: int) -> tuple[int, int, int, MemoryEstimate, list[str]]:
-    """``(image_size, batch_size, depth, memory, notes)``: per-slice training (2D, or a volume without SD-Trans)
-    takes up to 16 slices a batch; SD-Trans two full-depth slabs, else one, else one shorter slab (at least
-    ``min_slab`` slices); failing all, a smaller ``image_size``."""
-    budget = memory_gb * GIB
-    notes = []
-    while True:
-        memory = memory_per_slice(sam_variant, image_size, spatial_dims=dims, amp=amp, depth_attention=depth_attention)
-        slices = int((budget - memory["fixed_bytes"]) // memory["train_bytes_per_slice"])
-        fits = True
-        if not depth_attention:
-            batch, depth = min(max(slices, 0), 16), 1
-            fits = batch >= 1
-        elif slices >= 2 * full_depth:
-            batch, depth = 2, full_depth
-        elif slices >= min(full_depth, min_slab):
-            batch, depth = 1, min(full_depth, slices)
-        else:
-            fits = False
-        if fits:
-            return image_size, batch, depth, memory, notes
-        if image_size - 16 < min_image_size:
-            raise ValueError(f"{memory_gb} GiB cannot train {sam_variant} even at image_size {image_size} "
-                             f"({memory!r}); give more memory or a smaller variant")
-        notes.append(f"image_size {image_size} does not fit {memory_gb} GiB; trying {image_size - 16}")
-        image_size -= 16
-
-
-def _normalization(fingerprint: Mapping, dims: int) -> tuple[list[dict], str]:
-    """Per-channel schemes (see :class:`~medsa_monai.planning.PlannedNormalized`) and the network's ``intensity``."""
-    modalities = [str(fingerprint.get("modality", {}).get(str(c), "unknown")) for c in range(fingerprint["channels"])]
-    if dims == 2 and fingerprint.get("photographic_8bit", False):
-        return [{"scheme": "range", "modality": m, "range": list(PHOTO_RANGE)} for m in modalities], "unit"
-    cropped = fingerprint.get("median_nonzero_bbox_fraction", 1.0) < 0.75
-    schemes = []
-    for modality, stats in zip(modalities, fingerprint["foreground_intensity"], strict=True):
-        if modality.strip().upper() == "CT":
-            schemes.append({"scheme": "ct", "modality": modality,
-                            "clip": [stats["percentile_00_5"], stats["percentile_99_5"]],
-                            "mean": stats["mean"], "std": stats["std"]})
-        else:
-            schemes.append({"scheme": "zscore", "modality": modality, "nonzero": bool(cropped)})
-    return schemes, "zscore"
-
-
-def _label_keys(fingerprint: Mapping) -> dict:
-    spec = LabelSpec.from_description(fingerprint)
-    return {**spec.to_description(), "num_classes": spec.num_outputs, "label_values": list(spec.values),
-            "class_names": spec.output_names, "has_regions": spec.has_regions}
-
-
-def dataset_cache_estimate(num_cases: int, shape: Sequence[float], channels: int, budget_gib: float) -> dict:
-    """``{"kind", "estimated_gib", "budget_gib"}``: the cached data set, ``num_cases`` images of ``shape`` with
-    ``channels`` float32 channels and a uint8 label, is kept in ``"memory"`` if it fits ``budget_gib``, else on
-    ``"disk"`` (see :func:`~medsa_monai.planning.make_dataset`)."""
-    size = num_cases * float(np.prod(shape)) * (4 * channels + 1)
-    return {"kind": "memory" if size <= budget_gib * GIB else "disk", "estimated_gib": size / GIB,
-            "budget_gib": float(budget_gib)}
-
-
-def make_plan(
-    fingerprint: Mapping,
-    sam_variant: str = "vit_b",
-    memory_gb: float = 24.0,
-    amp: bool = True,
-    datalist_file: str | None = None,
-    max_image_size: int = 1024,
-    min_image_size: int = 64,
-    min_slab: int = 8,
-    max_patch: int = 512,
-    sw_overlap: float = 0.5,
-    configuration: str | None = None,
-    cache_memory_gb: float = 8.0,
-) -> dict:
-    """The training and inference settings of a data set for a SAM variant and a GPU memory budget (GiB).
-
-    Args:
-        fingerprint: from :func:`~medsa_monai.planning.compute_fingerprint`.
-        sam_variant, memory_gb, amp: the network and the GPU memory of one training process.
-        datalist_file: the fold datalist the bundles read (its folds give ``num_folds``).
-        max_image_size, min_image_size, min_slab, max_patch, sw_overlap: bounds, see below.
-        configuration: ``"3d"`` or ``"2d"`` for volumes (default ``"3d"``); 2D data are always ``"2d"``.
-        cache_memory_gb: host memory budget for caching the preprocessed training cases.
-
-    Keys (array axes of volumes in RAS order, as ``Orientationd`` / ``Spacingd`` leave them):
-
-    - ``plan_version``: :data:`PLAN_VERSION`; ``dataset``: the data set's name;
-    - ``configuration``: ``"3d"``: SD-Trans on slabs (``depth_attention`` true); ``"2d"``: each slice on its own
-      (2D images, or the same volume network with ``depth_attention`` false); ``depth_attention``: for the network;
-    - ``spatial_dims``: the data's (2 or 3); the network's too, as per-slice training of volumes keeps the volume
-      network;
-    - ``slice_axis``: volumes: the axis of the coarsest target spacing (:func:`slice_axis`), which the bundle
-      transposes last (:func:`slice_last_indices`) since the network slices along its last axis; 2D: ``None``;
-    - ``pixdim``: :func:`target_spacing`, in array order (2D: the median spacing; photographs ``[1, 1]``);
-    - ``patch_size``: in the network's order. Volumes: the median image at ``pixdim``, the two in-plane axes (array
-      order) rounded up to a multiple of 8 (at most ``max_patch``), then the slab depth along ``slice_axis``
-      rounded up to a multiple of 4 (at most 128; 1 for ``"2d"``). 2D: ``[h, w]`` the median image size as
-      loaded, rounded up to a multiple of 8 (at most ``max_patch``); the bundle resizes each image to it;
-    - ``image_size``: four times the larger in-plane patch side, so the decoder's quarter-resolution mask is at least
-      as fine as the patch, rounded up to a multiple of 16 within ``[min_image_size, max_image_size]``;
-    - ``batch_size`` and the slab depth: SD-Trans: two full-depth slabs if they fit the budget, else one, else one
-      shorter slab (at least ``min_slab`` slices); per slice: as many slices as fit, up to 16; else a smaller
-      ``image_size``;
-    - ``sw_batch_size``: sliding-window patches per forward pass within the budget; ``sw_overlap``;
-    - ``in_channels``; ``normalization``: one scheme per channel (:class:`PlannedNormalized`): 8-bit photographs
-      ``{"scheme": "range", "range": [0, 255]}`` (to ``[0, 1]``); CT clipped to the foreground's 0.5 / 99.5
-      percentiles and z-scored with its global mean and std; others z-scored per image, on non-zero voxels when
-      the images are cropped (their non-zero bounding box is under three quarters of the image);
-    - ``intensity``: the network's input mapping: ``"unit"`` after the range scheme, else ``"zscore"``;
-    - ``labels`` / ``regions`` / ``regions_class_order``: :meth:`LabelSpec.to_description`; ``num_classes``: the
-      network's output channels (classes with background, or regions); ``label_values``: the values of the label
-      files; ``class_names``: the foreground outputs' names; ``has_regions``;
-    - ``dataset_cache``: :func:`dataset_cache_estimate` of the training cases at ``pixdim`` (2D: as loaded)
-      against ``cache_memory_gb``: ``kind`` ``"memory"`` (``CacheDataset``) or ``"disk"`` (``PersistentDataset``);
-    - ``num_folds``: the folds of ``datalist_file`` (``None`` without one); ``datalist_file`` when given;
-    - ``memory``: the memory model's numbers (GiB); ``median_shape_at_target_spacing`` (array order); ``notes``.
+    Attributes:
+        labels: ``{value: name}`` of the label files, background included.
+        regions: ``{name: [values]}`` when the network outputs (nested or overlapping) regions; empty for classes.
+        regions_class_order: the values painted, in order, when regions become a label map.
+        label_aliases: ``{alias: value}``: values a label file may hold for a declared one (e.g. 1 for 255).
+        modality: ``{channel: name}``, as the data set describes its channels.
+        spatial_dims: 2 for images, 3 for volumes (the network's too).
+        in_channels: the image's channels.
+        configuration: ``"3d"`` (SD-Trans on slabs of a volume) or ``"2d"`` (each image or slice on its own).
+        depth_attention: SD-Trans; ``None`` lets the trainable preset decide (always off for ``"2d"``).
+        slice_axis: the RAS axis a volume is sliced along (moved last); ``None`` in 2D.
+        pixdim: target spacing of volumes; ``None`` keeps each volume's own.
+        intensity: the network's input mapping (``unit``, ``uint8``, ``zscore``).
+        normalization: per-channel schemes (:class:`~medsa_monai.preprocessing.PlannedNormalized`); ``None``:
+            per-image z-score on non-zero voxels.
+        sam_variant, image_size: the SAM backbone and its input side.
+        patch_size, batch_size: the training patch and batch; 2D images are resized to the patch (default: SAM's
+            ``image_size`` square).
+        sw_batch_size, sw_overlap: the sliding window of volume inference.
+        dataset_cache: where the preprocessed training cases are cached (``{"kind": "memory" | "disk", ...}``).
+        dataset, dataset_json, datalist_file, num_folds: where the plan came from and its folds.
+        record: what the planner noted beside the settings (memory model, median shape, notes), kept as written.
     """
-    dims = int(fingerprint["spatial_dims"])
-    configuration = configuration or ("3d" if dims == 3 else "2d")
-    if configuration not in CONFIGURATIONS:
-        raise ValueError(f"configuration must be one of {CONFIGURATIONS}, got {configuration!r}")
-    if dims == 2 and configuration == "3d":
-        raise ValueError("configuration '3d' needs volumes; this data set has 2D images")
-    depth_attention = configuration == "3d"
-    geometry = _geometry(fingerprint, dims, configuration, max_patch)
-    in_plane = geometry["in_plane"]
-    image_size = min(max(_round_up(4 * max(in_plane), 16), min_image_size), max_image_size)
-    image_size, batch, depth, memory, notes = _fit_memory(sam_variant, memory_gb, amp, dims, depth_attention,
-                                                          image_size, geometry["full_depth"], min_slab, min_image_size)
-    if depth_attention and depth < geometry["full_depth"]:
-        notes.append(f"slab depth {depth} < median depth {geometry['full_depth']}: sliding windows cover the rest")
-    patch = in_plane + ([depth] if dims == 3 else [])
-    infer_free = memory_gb * GIB - memory["weights_bytes"] - GIB  # inference holds the weights, no optimizer state
-    sw_batch = int(min(max(infer_free // (depth * memory["infer_bytes_per_slice"]), 1), 8))
-    normalization, intensity = _normalization(fingerprint, dims)
-    channels = int(fingerprint["channels"])
 
-    plan = {
-        "plan_version": PLAN_VERSION,
-        "dataset": fingerprint.get("dataset"),
-        "dataset_json": fingerprint.get("dataset_json"),
-        "configuration": configuration,
-        "spatial_dims": dims,
-        "slice_axis": geometry["axis"],
-        "depth_attention": depth_attention,
-        "in_channels": channels,
-        **_label_keys(fingerprint),
-        "sam_variant": sam_variant,
-        "image_size": image_size,
-        "pixdim": [round(float(s), 6) for s in geometry["spacing"]],
-        "patch_size": [int(p) for p in patch],
-        "batch_size": int(batch),
-        "sw_batch_size": sw_batch,
-        "sw_overlap": sw_overlap,
-        "intensity": intensity,
-        "normalization": normalization,
-        "dataset_cache": dataset_cache_estimate(int(fingerprint.get("num_cases", len(fingerprint["shapes"]))),
-                                                geometry["cached_shape"], channels, cache_memory_gb),
-        "num_folds": datalist_num_folds(datalist_file) if datalist_file is not None else None,
-        "memory": {
-            "budget_gib": memory_gb,
-            "amp": amp,
-            "train_gib_per_slice": memory["train_bytes_per_slice"] / GIB,
-            "infer_gib_per_slice": memory["infer_bytes_per_slice"] / GIB,
-            "fixed_gib": memory["fixed_bytes"] / GIB,
-            "planned_train_gib": (memory["fixed_bytes"] + batch * depth * memory["train_bytes_per_slice"]) / GIB,
-        },
-        "median_shape_at_target_spacing": [float(v) for v in geometry["resampled"]],
-        "notes": notes,
-    }
-    if datalist_file is not None:
-        plan["datalist_file"] = str(datalist_file)
-    return plan
+    labels: Mapping[str, str]
+    regions: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    regions_class_order: Sequence[int] = ()
+    label_aliases: Mapping[str, int] = field(default_factory=dict)
+    modality: Mapping[str, str] | None = None
+    spatial_dims: int = 3
+    in_channels: int = 1
+    configuration: str | None = None
+    depth_attention: bool | None = None
+    slice_axis: int | None = 2
+    pixdim: Sequence[float] | None = (1.0, 1.0, 1.0)
+    intensity: str = "zscore"
+    normalization: Sequence[Mapping] | None = None
+    sam_variant: str = "vit_b"
+    image_size: int = 256
+    patch_size: Sequence[int] | None = None
+    batch_size: int = 2
+    sw_batch_size: int = 1
+    sw_overlap: float = 0.5
+    dataset_cache: Mapping[str, Any] = field(default_factory=lambda: {"kind": "memory"})
+    dataset: str | None = None
+    dataset_json: str | None = None
+    datalist_file: str | None = None
+    num_folds: int | None = None
+    plan_version: int = PLAN_VERSION
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        configuration = self.configuration or ("3d" if self.spatial_dims == 3 else "2d")
+        object.__setattr__(self, "configuration", configuration)
+        if self.spatial_dims == 2:
+            object.__setattr__(self, "slice_axis", None)
+        if self.patch_size is None:  # 2D: images are resized to SAM's square frame
+            object.__setattr__(self, "patch_size", (40, 56, 40) if self.spatial_dims == 3 else
+                               (self.image_size, self.image_size))
+
+    # -- reading and writing ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = "the plan") -> Plan:
+        """A plan from its JSON form (``plan.json`` of version :data:`PLAN_VERSION`, or a bundle's ``bundle_plan``,
+        which may leave keys out).
+
+        Raises:
+            PlanError: naming ``source`` and the key at fault, and what would fit.
+        """
+        if not isinstance(data, Mapping):
+            raise PlanError(f"{source}: a plan is a JSON object, got {type(data).__name__}")
+        version = data.get("plan_version", PLAN_VERSION)
+        if version != PLAN_VERSION:
+            raise PlanError(f"{source} has plan_version {version}, this medsa-monai reads version {PLAN_VERSION}; "
+                            f"run `medsa plan` again")
+        names = {f.name for f in fields(cls)} - {"record"}
+        unknown = sorted(set(data) - names - set(_DERIVED) - set(RECORD_KEYS) - {"record"})
+        if unknown:
+            raise PlanError(f"{source}: unknown key {', '.join(map(repr, unknown))}; a plan's keys are "
+                            f"{sorted(names)} (and the planner's record {list(RECORD_KEYS)})")
+        values = {k: v for k, v in data.items() if k in names}
+        record = {**dict(data.get("record") or {}), **{k: data[k] for k in RECORD_KEYS if k in data}}
+        if "labels" not in values:
+            raise PlanError(f"{source}: key 'labels' is missing ({{value: name}} of the label files, background "
+                            f"included)")
+        plan = cls(**values, record=record)
+        plan.check(source)
+        return plan
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        """The plan in ``path`` (``plan.json``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            PlanError: a file that is not JSON (with line and column) or not a usable plan (with the key).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"plan file '{path}' does not exist (create it with `medsa plan`)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise PlanError(f"plan file '{path}' is not valid JSON: {error.msg} at line {error.lineno} column "
+                            f"{error.colno}; write it again with `medsa plan`") from None
+        return cls.from_dict(data, source=f"plan file '{path}'")
+
+    @classmethod
+    def for_bundle(cls, plan_file: str | Path | None = None, bundled: Mapping | None = None, **overrides) -> Plan:
+        """The plan a bundle runs with: ``plan_file`` when given (``--plan_file``, ``medsa train --plan``), else the
+        plan the bundle was made from (``bundled``, its ``bundle_plan`` setting), with the :data:`OVERRIDABLE`
+        values given in ``overrides`` (``None``: as planned) in place of the planned ones."""
+        unknown = sorted(set(overrides) - set(OVERRIDABLE))
+        if unknown:
+            raise PlanError(f"{', '.join(map(repr, unknown))} cannot override a plan; these can: {list(OVERRIDABLE)}")
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        given = plan_file is not None and str(plan_file).strip().lower() not in ("", "none", "null")
+        data = cls.load(plan_file).to_dict() if given else dict(bundled or {})
+        source = f"plan file '{plan_file}'" if given else "the bundle's bundle_plan"
+        if chosen:
+            source += " with " + ", ".join(f"{k}={v!r}" for k, v in chosen.items())
+        return cls.from_dict({**data, **chosen}, source=source)
+
+    def to_dict(self) -> dict:
+        """The JSON form, with the derived keys a reader of ``plan.json`` expects (``num_classes``, ``class_names``,
+        ``label_values``, ``has_regions``) and the planner's record."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "record"}
+        data.update(num_classes=self.num_outputs, label_values=list(self.label_values),
+                    class_names=list(self.class_names), has_regions=self.has_regions)
+        data.update(_plain(dict(self.record)))
+        return data
+
+    def bundled(self) -> dict:
+        """The plan as a bundle keeps it (its ``bundle_plan`` setting): the settings, without the planner's record,
+        the plan's version and where its ``dataset.json`` was."""
+        left_out = ("record", "plan_version", "dataset_json")
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in left_out}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``plan.json`` (atomically)."""
+        return write_json(path, self.to_dict())
+
+    # -- what the configs read --------------------------------------------------------------------------------
+
+    @property
+    def label_spec(self) -> LabelSpec:
+        return LabelSpec.from_description({"labels": self.labels, "regions": self.regions,
+                                           "regions_class_order": list(self.regions_class_order),
+                                           "label_aliases": self.label_aliases})
+
+    @property
+    def has_regions(self) -> bool:
+        return bool(self.regions)
+
+    @property
+    def num_outputs(self) -> int:
+        """The network's output channels: the classes with background, or the regions."""
+        return self.label_spec.num_outputs
+
+    @property
+    def class_names(self) -> list[str]:
+        """The foreground outputs' names."""
+        return list(self.label_spec.output_names)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        return tuple(self.label_spec.values)
+
+    @property
+    def network_depth_attention(self) -> bool | None:
+        """SD-Trans for the network: off for ``"2d"``, else the plan's choice (``None``: the preset's)."""
+        return False if self.configuration == "2d" else self.depth_attention
+
+    @property
+    def cache_kind(self) -> str:
+        return str(self.dataset_cache.get("kind", "memory"))
+
+    @property
+    def frame_size(self) -> list[int] | None:
+        """The in-plane size whole volumes are padded to (:func:`~medsa_monai.preprocessing.training_frame_size`)."""
+        return [int(s) for s in self.patch_size[:2]] if self.spatial_dims == 3 else None
+
+    # -- checks -------------------------------------------------------------------------------------------------
+
+    def check(self, source: str = "the plan") -> None:
+        """Raise :class:`PlanError` naming ``source`` and the first key whose value does not fit."""
+        problems = list(self._problems())
+        if problems:
+            raise PlanError(f"{source}: " + "; ".join(problems))
+
+    def _problems(self) -> Iterator[str]:
+        dims = self.spatial_dims
+        if dims not in (2, 3):
+            yield f"key 'spatial_dims' is {dims!r}; it must be 2 or 3"
+            return
+        if not _positive_int(self.in_channels):
+            yield f"key 'in_channels' is {self.in_channels!r}; it must be a positive integer"
+        if self.configuration not in CONFIGURATIONS or (dims == 2 and self.configuration == "3d"):
+            yield (f"key 'configuration' is {self.configuration!r}; it must be one of {CONFIGURATIONS} ('2d' for 2D "
+                   f"data)")
+        if dims == 3 and self.slice_axis not in (0, 1, 2):
+            yield f"key 'slice_axis' is {self.slice_axis!r}; a volume's must be 0, 1 or 2"
+        if self.intensity not in INTENSITIES:
+            yield f"key 'intensity' is {self.intensity!r}; it must be one of {INTENSITIES}"
+        if not (_positive_int(self.image_size) and self.image_size % 16 == 0):
+            yield f"key 'image_size' is {self.image_size!r}; it must be a positive multiple of 16"
+        if len(self.patch_size) != dims or not all(_positive_int(p) for p in self.patch_size):
+            yield f"key 'patch_size' is {list(self.patch_size)!r}; it must hold {dims} positive integers"
+        if self.pixdim is not None and dims == 3 and (
+                len(self.pixdim) != 3 or not all(isinstance(p, (int, float)) and p > 0 for p in self.pixdim)):
+            yield f"key 'pixdim' is {list(self.pixdim)!r}; a volume's must hold 3 positive spacings"
+        for key in ("batch_size", "sw_batch_size"):
+            if not _positive_int(getattr(self, key)):
+                yield f"key '{key}' is {getattr(self, key)!r}; it must be a positive integer"
+        if not (isinstance(self.sw_overlap, (int, float)) and 0 <= self.sw_overlap < 1):
+            yield f"key 'sw_overlap' is {self.sw_overlap!r}; it must lie in [0, 1)"
+        if self.cache_kind not in CACHE_KINDS:
+            yield f"key 'dataset_cache' has kind {self.cache_kind!r}; it must be one of {CACHE_KINDS}"
+        if self.normalization is not None and len(self.normalization) != self.in_channels:
+            yield (f"key 'normalization' has {len(self.normalization)} schemes for {self.in_channels} channel(s); "
+                   f"it needs one per channel")
+        try:
+            self.label_spec  # noqa: B018 - built to check the labels
+        except (ValueError, KeyError, TypeError) as error:
+            yield f"keys 'labels' / 'regions': {error}"
+
+    # -- Mapping: a plan reads like its JSON -----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
 
 
-def load_plan(path: str | Path | None) -> dict:
-    """The plan in ``path``, or ``{}`` for ``None`` (bundles then use their own defaults)."""
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _plain(value):
+    """The JSON form of a dataclass value: tuples as lists, mapping keys as strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_plan(path: str | Path | None) -> Plan | dict:
+    """The plan in ``path`` (:meth:`Plan.load`), or ``{}`` for ``None`` (bundles then use their own plan)."""
     if path is None or str(path).strip().lower() in ("", "none", "null"):
         return {}
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"plan file '{path}' does not exist (create it with `medsa plan`)")
-    plan = json.loads(path.read_text())
-    if plan.get("plan_version") != PLAN_VERSION:
-        raise ValueError(f"plan file '{path}' has plan_version {plan.get('plan_version')}, this medsa-monai reads "
-                         f"version {PLAN_VERSION}; run `medsa plan` again")
-    return plan
+    return Plan.load(path)

@@ -95,8 +95,8 @@ def predict_folder(
                    **(overrides or {})})
     parser["datalist"] = cases
     if mirror:
-        dims = parser.get_parsed_content("spatial_dims")
-        parser["inferer"] = {"_target_": "medsa_monai.inferers.MirroringInferer",
+        dims = parser.get_parsed_content("plan").spatial_dims
+        parser["inferer"] = {"_target_": "medsa_monai.predictor.MirroringInferer",
                              "inferer": copy.deepcopy(parser["inferer"]), "axes": list(range(dims))}
     parser.get_parsed_content("initialize")
     parser.get_parsed_content("evaluator").run()

@@ -1,13 +1,11 @@
-"""Simulated prompts: click and box sampling from labels, and the iterative-click protocol; a viewer's clicks as
-click-guidance channels."""
+"""Simulated prompts from labels: boxes, clicks away from borders, the error click a user places next, and the
+transform that prompts each training sample."""
 
-from .guidance import AddClickGuidanced, clicks_from_request
-from .interactive import InteractiveResult, clicks_to_reach, simulate_clicks, slice_click_dice, slice_clicks
+from .._deprecated import moved_names
 from .sampling import (
     bounding_box,
+    error_click,
     jittered_box,
-    next_click,
-    sample_error_click,
     sample_negative_clicks,
     sample_positive_clicks,
     simulated_previous_logits,
@@ -15,19 +13,24 @@ from .sampling import (
 from .transforms import SamplePromptsd
 
 __all__ = [
-    "AddClickGuidanced",
-    "InteractiveResult",
     "SamplePromptsd",
     "bounding_box",
-    "clicks_from_request",
-    "clicks_to_reach",
+    "error_click",
     "jittered_box",
-    "next_click",
-    "sample_error_click",
     "sample_negative_clicks",
     "sample_positive_clicks",
-    "simulate_clicks",
-    "slice_click_dice",
-    "slice_clicks",
     "simulated_previous_logits",
 ]
+
+__getattr__ = moved_names(__name__, {
+    "AddClickGuidanced": "medsa_monai.predictor",
+    "clicks_from_request": "medsa_monai.predictor",
+    "InteractiveResult": "medsa_monai.evaluation",
+    "clicks_to_reach": "medsa_monai.evaluation",
+    "simulate_clicks": "medsa_monai.evaluation",
+    "slice_click_dice": "medsa_monai.evaluation",
+    "slice_clicks": "medsa_monai.evaluation",
+}, removed={
+    "next_click": "use medsa_monai.prompts.error_click(prediction, reference, connectivity=1)",
+    "sample_error_click": "use medsa_monai.prompts.error_click(prediction, reference, draw=rng, power=power)",
+})

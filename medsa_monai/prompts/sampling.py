@@ -6,11 +6,12 @@ the mask's axis order (MONAI order), the convention of :class:`~medsa_monai.netw
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["sample_positive_clicks", "sample_negative_clicks", "jittered_box", "bounding_box", "next_click",
-           "sample_error_click",
+__all__ = ["sample_positive_clicks", "sample_negative_clicks", "jittered_box", "bounding_box", "error_click",
            "simulated_previous_logits"]
 
 
@@ -79,28 +80,59 @@ def jittered_box(mask: np.ndarray, rng: np.random.RandomState, jitter: float = 0
     return np.concatenate([low, high]).astype(np.float32)
 
 
-def next_click(prediction: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, bool] | None:
-    """Where a user would click next: the interior-most point of the largest error region.
+def error_click(prediction: np.ndarray, reference: np.ndarray, connectivity: int | None = None, *,
+                spacing: Sequence[float] | None = None, seed: int | None = None,
+                draw: np.random.RandomState | None = None, power: float = 1.0) -> tuple[np.ndarray, bool] | None:
+    """Where a user clicks to correct ``prediction``: in the largest connected component of the error
+    ``prediction != reference``; a foreground click where the reference is set there (a missed region), a
+    background click otherwise (a false positive).
 
-    Error regions are the connected components of false negatives (click positive) and false positives (click
-    negative); the click goes where the distance to the region's border is largest (its "centre"), the usual
-    protocol of interactive-segmentation benchmarks. Returns ``(index, is_positive)``, or ``None`` when the
-    prediction is perfect.
+    Within the component the click goes to the maximum of the Euclidean distance transform (in the units of
+    ``spacing``, the image border counted as outside): the point farthest from the component's border, the usual
+    protocol of interactive-segmentation benchmarks. With ``draw`` (a random generator) it is drawn instead with
+    weight ``distance ** power``, towards the interior, as training simulates a user (RITM and SAM draw around the
+    maximum). Equally large components and equal maxima go to the first in array order, or, with ``seed``, are
+    chosen by ``np.random.RandomState(seed)`` (one fresh generator per click, the CVPR 2025 challenge's rule), so the
+    same inputs always give the same click.
+
+    Args:
+        prediction: boolean prediction of one class or region, any dimension.
+        reference: boolean reference of the same shape.
+        connectivity: which neighbours join a component, as ``scipy.ndimage.generate_binary_structure``'s: 1 (faces)
+            to ``ndim`` (faces, edges and corners; the default).
+        spacing: voxel size per axis for the distance transform; ``None`` for 1.
+        seed: break ties at random with this seed (else: the first).
+        draw: draw the click from the component with this generator (else: its maximum).
+        power: with ``draw``, how strongly the draw favours the interior (0: uniform over the component).
+
+    Returns:
+        ``(index, is_foreground)``, ``index`` the ``(ndim,)`` array index of the click, or ``None`` when the
+        prediction is perfect.
     """
-    best: tuple[int, np.ndarray, bool] | None = None
-    for error, positive in ((reference & ~prediction, True), (prediction & ~reference, False)):
-        if not error.any():
-            continue
-        components, count = ndimage.label(error)
-        sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-        largest = int(np.argmax(sizes)) + 1
-        if best is None or sizes[largest - 1] > best[0]:
-            best = (int(sizes[largest - 1]), components == largest, positive)
-    if best is None:
+    prediction, reference = np.asarray(prediction, dtype=bool), np.asarray(reference, dtype=bool)
+    error = prediction != reference
+    if not error.any():
         return None
-    _, region, positive = best
-    distance = ndimage.distance_transform_edt(np.pad(region, 1))[(slice(1, -1),) * region.ndim]
-    return np.array(np.unravel_index(int(np.argmax(distance)), region.shape)), positive
+    rng = None if seed is None else np.random.RandomState(seed)
+    structure = ndimage.generate_binary_structure(error.ndim, error.ndim if connectivity is None else connectivity)
+    components, count = ndimage.label(error, structure=structure)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    largest = np.flatnonzero(sizes == sizes.max()) + 1
+    chosen = largest[0] if largest.size == 1 or rng is None else rng.choice(largest)
+    # the transform within the component's bounding box, padded by one outside voxel, equals the whole image's:
+    # an inside voxel's nearest outside voxel is never farther than that box's border
+    box = ndimage.find_objects(components, max_label=chosen)[chosen - 1]
+    region = components[box] == chosen
+    sampling = None if spacing is None else [float(s) for s in spacing]
+    distance = ndimage.distance_transform_edt(np.pad(region, 1), sampling=sampling)[(slice(1, -1),) * region.ndim]
+    distance = distance * region
+    if draw is not None:
+        index = np.array(np.unravel_index(int(_weighted_choice(distance**power * region, 1, draw)[0]), region.shape))
+    else:
+        maxima = np.argwhere(np.isclose(distance, distance.max(), rtol=1e-9, atol=0.0) & region)
+        index = maxima[0] if len(maxima) == 1 or rng is None else maxima[rng.choice(len(maxima))]
+    index = index + np.array([axis.start for axis in box])
+    return index.astype(np.int64), bool(reference[tuple(index)])
 
 
 def simulated_previous_logits(mask: np.ndarray, rng: np.random.RandomState, max_shift: int = 1,
@@ -125,35 +157,3 @@ def simulated_previous_logits(mask: np.ndarray, rng: np.random.RandomState, max_
         shifted = holed if holed.sum() >= 0.5 * shifted.sum() else shifted
     soft = ndimage.gaussian_filter(shifted.astype(np.float32), sigma=1.0)
     return (2 * scale * (soft - 0.5)).astype(np.float32)
-
-
-def sample_error_click(prediction: np.ndarray, reference: np.ndarray, rng: np.random.RandomState,
-                       power: float = 1.0) -> tuple[np.ndarray, bool] | None:
-    """A corrective click drawn from the error of a prediction, as interactive training simulates the user.
-
-    The error ``prediction != reference`` is split into connected components (full connectivity, as the
-    evaluation's :func:`~medsa_monai.evaluation.protocol_click`); the click is drawn in the largest one with weight
-    ``distance ** power``, the distance being to the component's border, so it falls towards the interior (the
-    evaluation takes the maximum; training draws around it, as RITM and SAM do). It is positive where the
-    reference is set (a missed region), negative otherwise (a false positive).
-
-    Args:
-        prediction: boolean prediction of one class, any dimension.
-        reference: boolean reference of the same shape.
-        rng: the random generator.
-        power: how strongly the draw favours the interior (0: uniform over the component).
-
-    Returns:
-        ``(index, is_positive)``, ``index`` the ``(ndim,)`` array index, or ``None`` when there is no error.
-    """
-    prediction, reference = np.asarray(prediction, dtype=bool), np.asarray(reference, dtype=bool)
-    error = prediction != reference
-    if not error.any():
-        return None
-    components, count = ndimage.label(error, structure=ndimage.generate_binary_structure(error.ndim, error.ndim))
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    region = components == int(np.argmax(sizes)) + 1
-    distance = ndimage.distance_transform_edt(np.pad(region, 1))[(slice(1, -1),) * region.ndim]
-    pick = _weighted_choice(distance**power * region, 1, rng)[0]
-    index = np.array(np.unravel_index(int(pick), region.shape))
-    return index, bool(reference[tuple(index)])

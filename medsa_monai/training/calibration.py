@@ -1,0 +1,140 @@
+"""Choose, for a trained 3D model, the settings its predictor propagates prompts and confines corrections with.
+
+Propagation (:func:`~medsa_monai.predictor.propagate_prompts`) prompts each slice with its neighbour's logits, mixed
+with the slice's own automatic logits by ``propagation_automatic_weight``. Whether that mix helps depends on the
+model (it helped both Task04 models and hurt the demo's, where automatic mode was far weaker than the box; the
+figures are in docs/interactive.md). So, as nnU-Net decides its post-processing after training, the bundles choose
+it after training: :func:`calibrate_propagation` scores each candidate weight with the box of the CVPR 2025 protocol
+on some training cases (never the held-out ones) and writes the best to ``<ckpt_dir>/propagation.json``, which the
+bundle configs read back (:func:`~medsa_monai.predictor.calibrated_propagation_weight`).
+
+The same holds for how far a background click may remove in a correction (``removal_radius`` of
+:func:`~medsa_monai.predictor.confine_to_clicked_regions`). With the chosen weight, each candidate radius is scored by
+Dice after the protocol's five clicks on the same cases
+(:func:`~medsa_monai.predictor.calibrated_removal_radius` reads it back).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+
+from ..data.atomic import atomic_write_text
+from ..evaluation.interactive_protocol import run_protocol
+from ..evaluation.report import label_map
+from ..predictor.calibrated import CALIBRATION_FILE
+from ..predictor.embedding_cache import EmbeddingCache
+from ..predictor.predictor import MedSAPredictor
+
+__all__ = ["CANDIDATE_REMOVAL_RADII", "CANDIDATE_WEIGHTS", "calibrate_propagation", "calibration_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE_WEIGHTS = (0.0, 0.25, 0.5)
+CANDIDATE_REMOVAL_RADII = (None, 2.0)
+CALIBRATION_CLICKS = 5
+
+
+def calibration_checkpoint(ckpt_dir: str | Path, selected: str = "model.pt") -> str | None:
+    """The weights to calibrate: the selected model that ``inference.json`` loads (``<ckpt_dir>/model.pt``, the best
+    validation epoch) when training saved one, else ``None`` (the network as training left it)."""
+    path = Path(ckpt_dir) / selected
+    return str(path) if path.is_file() else None
+
+
+def _mean_dice(values: np.ndarray) -> float | None:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _best(scores: dict, order: Sequence) -> object:
+    """The candidate with the highest finite score; ties (and no score) go to the earliest in ``order``."""
+    return max(order, key=lambda c: scores[c] if math.isfinite(scores[c]) else -math.inf)  # max keeps the first
+
+
+def _scores(predictor: MedSAPredictor, items: list[dict], setting: str, candidates: Sequence,
+            num_clicks: int) -> dict:
+    """Mean Dice over ``items`` after the protocol's box and ``num_clicks`` clicks, per candidate value of the
+    predictor's ``setting`` (NaN for a candidate no case scored)."""
+    device = next(predictor.network.parameters()).device
+    dice: dict = {c: [] for c in candidates}
+    for item in items:
+        label = torch.as_tensor(item["label"])
+        reference = label_map(label) if predictor.background_channel else label.numpy()
+        image = torch.as_tensor(item["image"])[None].to(device)
+        for candidate in candidates:
+            setattr(predictor, setting, candidate)
+            score = _mean_dice(run_protocol(predictor, image, reference, num_clicks=num_clicks,
+                                            surface=False).dice[-1])  # the box, or after the clicks
+            if score is not None:
+                dice[candidate].append(score)
+    return {c: float(np.mean(v)) if v else math.nan for c, v in dice.items()}
+
+
+def calibrate_propagation(predictor: MedSAPredictor, cases: Iterable[dict], ckpt_dir: str | Path | None = None,
+                          weights: Sequence[float] = CANDIDATE_WEIGHTS, checkpoint: str | Path | None = None,
+                          removal_radii: Sequence[float | None] = CANDIDATE_REMOVAL_RADII) -> dict | None:
+    """Score each candidate ``propagation_automatic_weight`` by box Dice and keep the best; then, with it, each
+    candidate ``removal_radius`` by Dice after the protocol's five clicks (for a predictor that confines its
+    corrections), and keep the best.
+
+    Args:
+        predictor: the :class:`~medsa_monai.predictor.MedSAPredictor` of a 3D network (one without propagation, or
+            of a 2D network: nothing to choose, ``None`` is returned and nothing written; likewise on every process
+            but the first of a distributed run).
+        cases: items with ``"image"`` ``(C, H, W, D)`` and ``"label"`` (``(1, H, W, D)`` class indices, or region
+            channels), pre-processed as the interactive evaluation sees them; training cases, not held-out ones.
+        ckpt_dir: where ``propagation.json`` is written (atomically); ``None`` writes nothing.
+        weights: the candidates; a tie goes to the smaller weight.
+        removal_radii: the candidate radii; a tie goes to the earlier one.
+        checkpoint: a ``model.pt`` or a training checkpoint (``{"model": ...}``) to load into the network first,
+            read with ``weights_only=True``; ``None`` scores the network as it is.
+
+    Returns:
+        ``{"propagation_automatic_weight": chosen, "box_dice": {weight: mean Dice}, "removal_radius": chosen,
+        "click_dice": {radius: mean Dice after the clicks}, "cases": n, "checkpoint": file name or None}`` (radii
+        as strings, ``"none"`` for ``None``); the predictor is left with the chosen weight and radius.
+    """
+    network = predictor.network
+    if network.spatial_dims != 3 or not predictor.propagation or idist.get_rank() != 0:
+        return None
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location=next(network.parameters()).device, weights_only=True)
+        network.load_state_dict(state.get("model", state))
+    items = list(cases)
+    if not items:
+        raise ValueError("calibrate_propagation needs at least one case")
+    scoring = copy.copy(predictor)  # each case is encoded once for all the candidates
+    scoring.embedding_cache = predictor.embedding_cache or EmbeddingCache()
+    radii = list(removal_radii) if predictor.confine_corrections else [predictor.removal_radius]
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            box_scores = _scores(scoring, items, "propagation_automatic_weight", [float(w) for w in weights], 0)
+            scoring.propagation_automatic_weight = weight = _best(box_scores, sorted(box_scores))
+            click_scores = _scores(scoring, items, "removal_radius", radii, CALIBRATION_CLICKS) if len(
+                radii) > 1 else {}
+    finally:
+        network.train(was_training)
+    radius = _best(click_scores, radii) if click_scores else radii[0]
+    predictor.propagation_automatic_weight, predictor.removal_radius = weight, radius
+    found = {"propagation_automatic_weight": weight, "box_dice": {str(w): s for w, s in box_scores.items()},
+             "removal_radius": radius,
+             "click_dice": {"none" if r is None else str(r): s for r, s in click_scores.items()}, "cases": len(items),
+             "checkpoint": None if checkpoint is None else Path(checkpoint).name}
+    logger.info("propagation calibrated on %d training cases: box Dice %s -> propagation_automatic_weight %s; "
+                "Dice after %d clicks %s -> removal_radius %s", len(items),
+                ", ".join(f"{w}: {s:.4f}" for w, s in box_scores.items()), weight, CALIBRATION_CLICKS,
+                ", ".join(f"{r}: {s:.4f}" for r, s in click_scores.items()), radius)
+    if ckpt_dir is not None:
+        atomic_write_text(Path(ckpt_dir) / CALIBRATION_FILE, json.dumps(found, indent=2) + "\n")
+    return found
