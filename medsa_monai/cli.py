@@ -49,10 +49,12 @@ def _value(text: str):
 
 
 def _params(args: argparse.Namespace) -> None:
-    from .networks.summary import format_parameter_table, parameter_table
+    from .networks.summary import format_parameter_table, format_weights_table, parameter_table
 
     rows = parameter_table(args.variants, args.presets, args.dims, adapter_ratio=args.adapter_ratio)
-    print(format_parameter_table(rows))
+    print("Trainable parameters (share of the network):\n" + format_parameter_table(rows))
+    print("\nmodels/model.pt as training saves it (with a base checkpoint, only what trained):\n"
+          + format_weights_table(rows))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -150,6 +152,32 @@ def _train(args: argparse.Namespace) -> None:
         logging_file=str(configs / "logging.conf"), plan_file=str(Path(args.plan).resolve()), fold=args.fold,
         bundle_root=str(out.resolve()), **({"dataset_dir": args.dataset_dir} if args.dataset_dir else {}),
         **overrides)
+
+
+def _weight(text: str) -> tuple[str, float]:
+    """``"BUSI=2"`` -> ``("BUSI", 2.0)``."""
+    name, sep, value = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT (e.g. BUSI=2), got {text!r}") from None
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from .pretraining import PretrainSettings, pretrain
+
+    settings = PretrainSettings(
+        sam_variant=args.sam_variant, image_size=args.image_size, sam_checkpoint=args.sam_checkpoint,
+        weights=dict(args.weight), val_fraction=args.val_fraction, steps_per_epoch=args.steps_per_epoch,
+        max_epochs=args.max_epochs, minutes=args.minutes, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, val_interval=args.val_interval,
+        num_workers=args.num_workers, seed=args.seed, resume=args.resume, progress_bar=not args.no_progress,
+        name=args.name, frames_dir=args.frames_dir)
+    path = pretrain(args.plans, args.output, settings)
+    print(f"wrote {path} and {path.with_suffix('.json')}: give it to a bundle as --sam_checkpoint {path} (and "
+          f"--sam_variant {settings.sam_variant})")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -348,6 +376,34 @@ def _add_train_command(commands) -> None:
     train.set_defaults(func=_train)
 
 
+def _add_pretrain_command(commands) -> None:
+    pretrain = commands.add_parser(
+        "pretrain", help="fine-tune SAM on many planned data sets at once (class-agnostic) into a foundation "
+                         "checkpoint in segment_anything's format; runs under torchrun too")
+    pretrain.add_argument("plans", nargs="+", help="plan.json of each data set (`medsa ingest` + `medsa plan`)")
+    pretrain.add_argument("--output", required=True, help="folder for <name>.pth, <name>.json, checkpoints/")
+    pretrain.add_argument("--sam-variant", default="vit_tiny", choices=sorted(SAM_VARIANTS))
+    pretrain.add_argument("--image-size", type=int, default=128, help="SAM's input side (a multiple of 16)")
+    pretrain.add_argument("--sam-checkpoint", default=None, help="weights to start from (default: random)")
+    pretrain.add_argument("--weight", type=_weight, action="append", default=[], metavar="NAME=WEIGHT",
+                          help="sampling weight of a data set (default 1 each: every set drawn equally often)")
+    pretrain.add_argument("--val-fraction", type=float, default=0.1, help="cases of each set held out")
+    pretrain.add_argument("--steps-per-epoch", type=int, default=100)
+    pretrain.add_argument("--max-epochs", type=int, default=100)
+    pretrain.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    pretrain.add_argument("--batch-size", type=int, default=8)
+    pretrain.add_argument("--learning-rate", type=float, default=5e-4)
+    pretrain.add_argument("--warmup-steps", type=int, default=100)
+    pretrain.add_argument("--val-interval", type=int, default=1, help="validate every so many epochs")
+    pretrain.add_argument("--num-workers", type=int, default=0)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--name", default=None, help="file name without .pth (default foundation_<variant>_<size>)")
+    pretrain.add_argument("--frames-dir", default=None, help="cache of the sets' frames (default <output>/frames)")
+    pretrain.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.set_defaults(func=_pretrain)
+
+
 def _add_predict_command(commands) -> None:
     predict = commands.add_parser("predict", help="predict a folder of images with a trained bundle")
     predict.add_argument("--model", required=True, help="model.pt or checkpoint_epoch=N.pt")
@@ -456,8 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medsa", description="Adapt a frozen SAM to medical images (MONAI).")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_params_command, _add_demo_command, _add_ingest_command, _add_ph2_command, _add_plan_command,
-                _add_train_command, _add_predict_command, _add_evaluate_command, _add_ensemble_command,
-                _add_post_command, _add_bundle_command):
+                _add_pretrain_command, _add_train_command, _add_predict_command, _add_evaluate_command,
+                _add_ensemble_command, _add_post_command, _add_bundle_command):
         add(commands)
     return parser
 

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medsa_monai"
 
 # Bottom to top: a stage may import its own modules and those of the stages before it.
 STAGES = ("data", "networks", "prompts", "predictor", "conversion", "planning", "preprocessing", "evaluation",
-          "training", "prediction", "bundle", "demo", "cli", "__main__")
+          "training", "pretraining", "prediction", "bundle", "demo", "cli", "__main__")
 GROUND = ("_deprecated", "__init__")  # the package's own helpers, below everything
 FORMER_HOMES = ("inferers", "engines")  # names kept for old imports: they may import anything, nothing imports them
 

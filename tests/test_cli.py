@@ -6,16 +6,19 @@ import subprocess
 import sys
 
 from medsa_monai.cli import main
-from medsa_monai.networks import MedSA, count_parameters
+from medsa_monai.networks import MedSA, count_parameters, trained_weights_bytes
 
 
 def test_params_table_matches_counts(capsys):
     main(["params", "--variants", "vit_tiny", "--dims", "3", "--presets", "medsa", "full"])
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "| variant | dims | SAM (M) | medsa | full |"
-    counts = count_parameters(MedSA(3, 1, 2, "vit_tiny", trainable="medsa"))
-    assert out[2].startswith("| vit_tiny | 3D |")
-    assert f"{counts.trainable / 1e6:.2f} M ({counts.percent:.1f}%)" in out[2]
+    assert out[1] == "| variant | dims | SAM (M) | medsa | full |"
+    network = MedSA(3, 1, 2, "vit_tiny", trainable="medsa")
+    counts = count_parameters(network)
+    assert out[3].startswith("| vit_tiny | 3D |")
+    assert f"{counts.trainable / 1e6:.2f} M ({counts.percent:.1f}%)" in out[3]
+    sizes = out[out.index("| variant | dims | medsa | full |") + 2]  # the saved model.pt per preset
+    assert sizes.startswith("| vit_tiny | 3D | ") and f"{trained_weights_bytes(network) / 2**20:.1f} MiB" in sizes
 
 
 def test_console_entry_point_runs():

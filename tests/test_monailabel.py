@@ -34,7 +34,7 @@ from PIL import Image
 
 from medsa_monai.data import BTCV_LABELS, make_synthetic_dataset, make_synthetic_lesion_folder
 from medsa_monai.data import Spacingd as MetaSafeSpacingd
-from medsa_monai.networks import MedSA
+from medsa_monai.networks import MedSA, TrainedWeights, read_weights_record
 from medsa_monai.predictor import AddClickGuidanced, EmbeddingCache, MedSAPredictor, clicks_from_request
 from medsa_monai.predictor.click_guidance import guidance_to_points
 
@@ -192,18 +192,46 @@ def test_inference_network_has_exactly_the_trained_keys(name):
 # -- MONAI Label -----------------------------------------------------------------------------------------------
 
 
-def _write_tiny_bundle(source: Path, target: Path, overrides: dict) -> None:
-    """Copy a bundle with tiny settings and a models/model.pt saved from a randomly initialised network."""
+def _write_tiny_bundle(source: Path, target: Path, overrides: dict, base: Path | None = None) -> None:
+    """Copy a bundle with tiny settings and a models/model.pt of a randomly changed network: with ``base`` (a SAM
+    checkpoint, copied into models/) the shared weights that training on it saves (only what trained), else the
+    whole state dict of a randomly initialised network, as ``trainable="full"`` saves."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.pth", "eval", "__pycache__"))
+    (target / "models").mkdir(exist_ok=True)
+    if base is not None:
+        shutil.copy(base, target / "models" / "base_vit_tiny.pth")
+        overrides = {**overrides, "sam_checkpoint": str(target / "models" / "base_vit_tiny.pth")}
     for config in ("train.json", "inference.json"):
         path = target / "configs" / config
         content = json.loads(path.read_text())
         content.update({k: v for k, v in overrides.items() if config == "train.json" or k in content})
         path.write_text(json.dumps(content, indent=2))
     torch.manual_seed(0)
-    network = _tiny_parser(target, "train.json", {"sam_checkpoint": "none"}).get_parsed_content("network_def")
-    (target / "models").mkdir(exist_ok=True)
-    torch.save(network.state_dict(), target / "models" / "model.pt")  # logits near 0: clicks show
+    network = _tiny_parser(target, "train.json", {"sam_checkpoint": overrides.get("sam_checkpoint", "none")}
+                           ).get_parsed_content("network_def")
+    if base is None:
+        torch.save(network.state_dict(), target / "models" / "model.pt")  # logits near 0: clicks show
+        return
+    with torch.no_grad():
+        for p in network.parameters():
+            if p.requires_grad:
+                p.add_(0.02 * torch.randn_like(p))
+    torch.save(TrainedWeights(network).state_dict(), target / "models" / "model.pt")
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a models/model.pt: shared weights' ``state_dict`` or a whole state dict."""
+    saved = torch.load(path, weights_only=True)
+    saved.pop("medsa_weights", None)  # shared weights: the record beside the tensors
+    return saved
+
+
+def _only_shared_weights_differ_in_keys(log: str) -> None:
+    """MONAI Label compares a model.pt's top-level keys with the network's and warns when they differ (its loader
+    is ``strict=False``): a whole state dict must match exactly; shared weights are two entries (their record and
+    their ``state_dict``), which MedSA's ``load_state_dict`` loads strictly onto the checked base."""
+    warnings = [line for line in log.splitlines() if "Checkpoint keys don't match" in line]
+    assert all("medsa_weights" in line for line in warnings), warnings
 
 
 def _free_port() -> int:
@@ -241,8 +269,11 @@ class Server:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+SHARED = ("medsa_hippocampus_mri", "samda_skin_lesion")  # served with shared weights; the CT bundle whole
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory, tiny_checkpoint) -> Server:
     pytest.importorskip("monailabel", reason="monailabel is not installed: `bash scripts/setup_env.sh` installs "
                                              "the [monailabel] extra (MONAI Label 0.8.5)")
     root = tmp_path_factory.mktemp("monailabel")
@@ -251,7 +282,7 @@ def server(tmp_path_factory) -> Server:
     app = root / "apps" / "monaibundle"
     names = []
     for name, (bundle, tiny) in MODELS.items():
-        _write_tiny_bundle(bundle, app / "model" / name, tiny)
+        _write_tiny_bundle(bundle, app / "model" / name, tiny, tiny_checkpoint if name in SHARED else None)
         (app / "model" / f"{name}_deepedit").symlink_to(name)  # the stock app serves clicks under a deepedit name
         names += [name, f"{name}_deepedit"]
 
@@ -335,7 +366,7 @@ def test_automatic_inference_in_the_original_geometry(server):
                              body={})
     mask = np.asarray(Image.open(io.BytesIO(body)))
     assert mask.shape == (40, 52) and set(np.unique(mask).tolist()) <= {0, 1}
-    assert "Checkpoint keys don't match" not in server.log_tail(10**7)
+    _only_shared_weights_differ_in_keys(server.log_tail(10**7))
 
 
 def test_ct_bundle_segments_and_takes_clicks(server):
@@ -385,6 +416,10 @@ def test_a_click_costs_one_decoder_pass(server):
         task = BundleInferTask(str(server.app / "model" / name), {}, type="deepedit")
         task({"image": str(server.studies / image), "device": "cpu", **clicks[0]})  # the first click encodes
         network = task._networks["cpu"][0]
+        model = server.app / "model" / name / "models" / "model.pt"  # MONAI Label loaded the shared weights
+        record, state = read_weights_record(model), _tensors(model)
+        assert network.base_checkpoint.sha256 == record["base"]["sha256"]
+        assert all(torch.equal(network.state_dict()[k], v) for k, v in state.items())
         calls = []
         network.image_encoder.register_forward_hook(lambda *args, calls=calls: calls.append(1))
         for request in (clicks[1], clicks[0]):  # every later click on the image runs only the decoder
@@ -396,19 +431,21 @@ def test_a_click_costs_one_decoder_pass(server):
 
 def test_training_started_from_monailabel(server):
     model = server.app / "model" / "medsa_hippocampus_mri" / "models" / "model.pt"
-    before = torch.load(model, weights_only=True)
+    assert read_weights_record(model)["trainable"] == "medsa"
+    before = _tensors(model)
     server.json("POST", "/train/medsa_hippocampus_mri", params={"run_sync": "true"},
                 body={"max_epochs": 1, "val_split": 0.25, "device": "cpu", "multi_gpu": False}, timeout=600)
     log = server.log_tail(10**7)
     assert "Epoch: 1/1, Iter: 2/2" in log  # 3 of the 4 labelled volumes, batch size 2
     assert "Key metric: val_mean_dice best value" in log  # the last epoch is validated although val_interval is 5
-    after = torch.load(model, weights_only=True)
+    assert read_weights_record(model)["trainable"] == "medsa"  # shared weights again, only what trained
+    after = _tensors(model)
     assert set(after) == set(before)  # the same keys: MONAI Label's strict=False loader misses nothing
     assert any(not torch.equal(after[k], before[k]) for k in before)  # trained: 1 epoch, validated, saved
     assert (model.parent / "checkpoint_epoch=1.pt").is_file()
     result = _infer_volume(server, "medsa_hippocampus_mri")  # the new model.pt is picked up
     assert result.shape == nib.load(server.studies / "hippo_0.nii.gz").shape
-    assert "Checkpoint keys don't match" not in server.log_tail(10**7)
+    _only_shared_weights_differ_in_keys(server.log_tail(10**7))
 
 
 # -- the bundle command line with MONAI Label's settings ---------------------------------------------------------
@@ -419,11 +456,11 @@ def _bundle_cli(bundle: Path, *args: str, timeout: int = 300) -> str:
     return result.stdout + result.stderr
 
 
-def test_skin_training_with_monailabel_overrides(tmp_path):
+def test_skin_training_with_monailabel_overrides(tmp_path, tiny_checkpoint):
     """What MONAI Label's bundle trainer does, through the command line: its data lists (masks saved 0 / 1 as it
     saves labels), its max_epochs, a CheckpointLoader prepended to train#handlers, run id ``run``."""
     bundle = tmp_path / "samda_skin_lesion"
-    _write_tiny_bundle(SKIN, bundle, SKIN_TINY)
+    _write_tiny_bundle(SKIN, bundle, SKIN_TINY, tiny_checkpoint)
     lesions = make_synthetic_lesion_folder(tmp_path / "lesions", num_images=4, size=(40, 52), seed=4)
     for mask in (lesions / "masks").glob("*.png"):
         Image.fromarray((np.asarray(Image.open(mask)) > 0).astype(np.uint8)).save(mask)
@@ -432,11 +469,11 @@ def test_skin_training_with_monailabel_overrides(tmp_path):
     model = bundle / "models" / "model.pt"
     handlers.insert(0, {"_target_": "CheckpointLoader", "load_path": str(model), "load_dict": {"model": "$@network"},
                         "strict": False})
-    before = torch.load(model, weights_only=True)
+    before = _tensors(model)
     _bundle_cli(bundle, "run", "run", "--config_file", str(bundle / "configs" / "train.json"), "--bundle_root",
                 str(bundle), "--device", "cpu", "--train#trainer#max_epochs", "1", "--train#dataset#data",
                 repr(data[:3]), "--validate#dataset#data", repr(data[3:]), "--train#handlers", repr(handlers))
-    after = torch.load(model, weights_only=True)
+    after = _tensors(model)
     assert set(after) == set(before) and any(not torch.equal(after[k], before[k]) for k in before)
 
 

@@ -105,6 +105,7 @@ def export_torchscript(
     parser.read_config(f=config_file)
     if meta_file is not None:
         parser.read_meta(f=meta_file)
+    parser["model_file"] = str(ckpt_file)  # shared weights: the network is built on their base checkpoint
     for key, value in override.items():
         parser[key] = value
     network = parser.get_parsed_content(net_id)

@@ -95,7 +95,9 @@ Normalisation per channel: {norm or 'z-score'}. Batch size {plan.get('batch_size
 every prompted sample also decoded in automatic mode so that automatic segmentation keeps its training signal;
 half of the sessions without the class token (`interactive_class_token_dropout`), so that boxes and clicks, also
 drawn into the mask prompt (`dense_prompts`), carry the segmentation on their own);
-`model.pt` is the model with the best mean of automatic and prompted validation Dice. Several GPUs:
+`model.pt` is the model with the best mean of automatic and prompted validation Dice; with a SAM checkpoint and
+any preset but `full` it holds only what trained (a few MiB to tens of MiB), and evaluation, inference and MONAI
+Label need that very checkpoint (its SHA-256 is checked). Several GPUs:
 `torchrun --nproc_per_node=N -m monai.bundle run training --config_file
 "['configs/train.json','configs/multi_gpu_train.json']" ...`.
 
@@ -131,7 +133,8 @@ seed) and from a script anyone can rerun.
 
 ## Limitations
 
-Research only; not for clinical use. Without the official SAM checkpoint the frozen parts of SAM are random.
+Research only; not for clinical use. Without the official SAM checkpoint (or a foundation of your own, `medsa
+pretrain`) the frozen parts of SAM are random.
 
 ## License
 

@@ -9,7 +9,8 @@ beside its URL. ``unpack_bundle`` refuses members that would land outside the ta
 anything, then verifies the checksums.
 
 Left out of the archive: the large files that ``large_files.yml`` (or ``.yaml``/``.json``) lists (the SAM
-checkpoints, fetched by ``python -m monai.bundle download_large_files``), training state
+checkpoints, fetched by ``python -m monai.bundle download_large_files``; a ``models/model.pt`` of shared weights
+needs its base checkpoint listed there, see :mod:`~medsa_monai.networks.weights`), training state
 (``checkpoint_epoch=N.pt``), outputs (``eval/``, ``runs/``, ``logs/``, TensorBoard event files), caches,
 ``__pycache__``, hidden files and zips at the top of the bundle folder.
 """
@@ -29,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from ..data.atomic import TEMP_PREFIX, atomic_path
+from ..data.hashing import file_sha256
+from ..networks.weights import read_weights_record
 from .large_files import large_file_entries
 
 __all__ = ["CHECKSUM_FILE", "BundleIntegrityError", "pack_bundle", "unpack_bundle", "verify_bundle"]
@@ -103,12 +106,21 @@ def bundle_files(bundle_dir: str | Path) -> list[PurePosixPath]:
     return sorted(found)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _check_base_listed(root: Path, files: list[PurePosixPath]) -> None:
+    """A ``models/model.pt`` of shared weights is useless without its base: ``large_files`` must list that file."""
+    if PurePosixPath("models/model.pt") not in files:
+        return
+    record = read_weights_record(root / "models" / "model.pt")
+    if record is None:
+        return
+    base = record["base"]
+    if any(PurePosixPath(e["path"]).name == base["file"] for e in large_file_entries(root)):
+        return
+    raise ValueError(
+        f"'{root / 'models' / 'model.pt'}' holds shared weights for the base checkpoint '{base['file']}' (sha256 "
+        f"{base['sha256']}), which {root / 'large_files.yml'} does not list, so the archive would not say where to "
+        f"get it: publish the file and add an entry to large_files.yml (path: \"models/{base['file']}\", url: "
+        f"<where you publish it>, hash_val: \"{base['sha256']}\", hash_type: \"sha256\")")
 
 
 def _member(name: str, compress: bool) -> zipfile.ZipInfo:
@@ -127,6 +139,7 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None) ->
         raise NotADirectoryError(f"bundle folder '{bundle_dir}' not found")
     name, version = root.name, bundle_version(root)
     files = bundle_files(root)
+    _check_base_listed(root, files)
     if PurePosixPath("models/model.pt") not in files and PurePosixPath("models/model.ts") not in files:
         logger.warning(f"'{root}' has no models/model.pt: the archive holds configs only, and "
                        f"monai.bundle.load of it will fail")
@@ -144,7 +157,7 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None) ->
             lines.append(f"{digest.hexdigest()}  {rel.as_posix()}\n")
         archive.writestr(_member(f"{name}/{CHECKSUM_FILE}", True), "".join(lines))
     logger.info(f"packed {len(files)} files ({size / 2**20:.1f} MiB) of '{root}' into {target} "
-                f"(sha256 {_sha256(target)})")
+                f"(sha256 {file_sha256(target)})")
     return target
 
 
@@ -172,7 +185,7 @@ def verify_bundle(bundle_dir: str | Path) -> list[str]:
         path = root / rel
         if not path.is_file():
             problems[rel] = "missing"
-        elif (actual := _sha256(path)) != expected:
+        elif (actual := file_sha256(path)) != expected:
             problems[rel] = f"sha256 {actual}, expected {expected}"
         checked.append(rel)
     if problems:

@@ -14,6 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from ..data.loading import without_opaque_alpha
+
 __all__ = ["FileInfo", "IMAGE_ENDINGS", "PHOTO_ENDINGS", "VOLUME_ENDINGS", "load_file", "read_image"]
 
 VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -89,8 +91,9 @@ def _read_photo(path: Path) -> tuple[np.ndarray, str]:
         pages = getattr(image, "n_frames", 1)
         if pages > 1:
             raise ValueError(f"{pages} pages; a photograph must be one 2D image (save a 3D stack as NIfTI)")
-        mode = image.mode
-        array = np.asarray(image)
+        opaque = without_opaque_alpha(image)  # as the pipeline's reader: an opaque alpha is dropped
+        mode = opaque.mode
+        array = np.asarray(opaque)
     return np.swapaxes(array, 0, 1), mode
 
 

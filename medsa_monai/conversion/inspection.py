@@ -45,14 +45,12 @@ def _fmt(values) -> str:
 def _image_problems(case: str, path: Path, info: FileInfo, array: np.ndarray) -> list[str]:
     """Photograph modes the pipeline would misread, NaN / inf values."""
     out = []
-    if info.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        out.append(f"{case}: image '{path}' has an alpha channel (PIL mode {info.mode}): save it as RGB or grey "
-                   f"(PIL: Image.open(f).convert('RGB').save(f))")
-    elif info.mode == "P":
+    if info.mode == "P":
         out.append(f"{case}: image '{path}' is a palette image (PIL mode P): the pipeline would read colour "
-                   f"indices; save it as RGB or grey")
+                   f"indices; export the images as RGB or grey into another folder and use that one")
     elif info.mode is not None and info.mode not in _IMAGE_MODES:
-        out.append(f"{case}: image '{path}' has PIL mode {info.mode}; save it as RGB or grey")
+        out.append(f"{case}: image '{path}' has PIL mode {info.mode}; export the images as RGB or grey into "
+                   f"another folder and use that one")
     if np.issubdtype(array.dtype, np.floating):
         nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
         if nan or inf:

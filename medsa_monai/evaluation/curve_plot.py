@@ -20,7 +20,8 @@ COLOURS = [(214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 1
 
 
 def plot_curves(path: str | Path, curves: Mapping[str, Sequence[float]], title: str = "",
-                y_label: str = "Dice", x_label: str = "clicks", size: tuple[int, int] = (640, 420)) -> Path:
+                y_label: str = "Dice", x_label: str = "clicks", size: tuple[int, int] = (640, 420),
+                x_ticks: Sequence[object] | None = None) -> Path:
     """Write a PNG plotting each named curve against its step (1, 2, ...) with the y axis from 0 to 1.
 
     Args:
@@ -30,9 +31,11 @@ def plot_curves(path: str | Path, curves: Mapping[str, Sequence[float]], title: 
         y_label: name of the y axis.
         x_label: name of the x axis.
         size: width and height in pixels.
+        x_ticks: what to write under each step (default: 1, 2, ...), e.g. the numbers of labelled cases.
     """
     width, height = size
-    left, right, top, bottom = 60, 150, 40, 50
+    left, top, bottom = 60, 40, 50
+    right = max(150, 46 + 7 * max((len(str(name)) for name in curves), default=0))  # room for the legend
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     steps = max((len(v) for v in curves.values()), default=1)
@@ -51,7 +54,9 @@ def plot_curves(path: str | Path, curves: Mapping[str, Sequence[float]], title: 
     for step in range(1, steps + 1):
         x, _ = to_xy(step, 0.0)
         draw.line([x, top + plot_h, x, top + plot_h + 4], fill="black")
-        if steps <= 10 or step % 5 == 0 or step == 1:
+        if x_ticks is not None and step <= len(x_ticks):
+            draw.text((x - 4, top + plot_h + 8), str(x_ticks[step - 1]), fill="black")
+        elif x_ticks is None and (steps <= 10 or step % 5 == 0 or step == 1):
             draw.text((x - 4, top + plot_h + 8), str(step), fill="black")
     draw.text((left + plot_w / 2 - 20, height - 20), x_label, fill="black")
     draw.text((8, top - 20), y_label, fill="black")

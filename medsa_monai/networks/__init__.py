@@ -13,10 +13,21 @@ from .presets import TRAINABLE_PRESETS, ParameterCount, apply_trainable, count_p
 from .prompt_mapping import SamPrompts, to_sam_prompts
 from .sam import build_sam
 from .variants import SAM_VARIANTS, SamVariant, get_sam_variant
+from .weights import (
+    BaseCheckpoint,
+    BaseMismatchError,
+    TrainedWeights,
+    base_for_weights,
+    read_weights_record,
+    trained_weights,
+    trained_weights_bytes,
+)
 
 __all__ = [
     "Adapter",
     "Architecture",
+    "BaseCheckpoint",
+    "BaseMismatchError",
     "CheckpointMismatchError",
     "HyperPromptAdapter",
     "LoRA",
@@ -30,15 +41,20 @@ __all__ = [
     "SamPrompts",
     "SamVariant",
     "TRAINABLE_PRESETS",
+    "TrainedWeights",
     "apply_trainable",
+    "base_for_weights",
     "build_mask_decoder",
     "build_sam",
     "count_parameters",
     "get_sam_variant",
     "parameter_group",
     "read_state_dict",
+    "read_weights_record",
     "resolve_architecture",
     "to_sam_prompts",
+    "trained_weights",
+    "trained_weights_bytes",
 ]
 
 __getattr__ = moved_names(__name__, {"propagate_prompts": "medsa_monai.predictor"})

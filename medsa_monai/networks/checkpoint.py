@@ -47,6 +47,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
         raise ValueError(f"'{path}' cannot be read as a PyTorch checkpoint with weights_only=True: {err}") from err
+    if isinstance(obj, Mapping) and isinstance(obj.get("medsa_weights"), Mapping):
+        raise ValueError(f"'{path}' holds shared weights (only what trained, for the base checkpoint "
+                         f"'{obj['medsa_weights']['base']['file']}'), not a SAM checkpoint: give it as the trained "
+                         f"model (models/model.pt) and that base as sam_checkpoint")
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:

@@ -20,6 +20,7 @@ from .presets import SAM_GROUPS, apply_trainable, parameter_group
 from .prompt_mapping import SamPrompts, to_sam_prompts
 from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_prompt_encoder, check_image_size
 from .variants import get_sam_variant
+from .weights import BaseCheckpoint, describe_base, is_trained_weights, load_trained_weights
 
 __all__ = ["MedSA", "INTENSITY_MAPPINGS"]
 
@@ -166,16 +167,26 @@ class MedSA(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
+        self.base_checkpoint: BaseCheckpoint | None = None
         if sam_checkpoint is not None:
             self.load_sam_checkpoint(sam_checkpoint)
         apply_trainable(self, trainable)
 
     def load_sam_checkpoint(self, path: str | Path) -> list[str]:
-        """Load an official SAM / MedSAM / Med-SA checkpoint; return the keys that kept their initial values."""
-        return load_state_dict_checked(
-            self, read_state_dict(path), source=str(path), variant=self.sam_variant,
-            optional=lambda key: parameter_group(key) not in SAM_GROUPS,
-        )
+        """Load an official SAM / MedSAM / Med-SA checkpoint as the base (recorded in ``base_checkpoint``); return
+        the keys that kept their initial values."""
+        state = read_state_dict(path)
+        kept = load_state_dict_checked(self, state, source=str(path), variant=self.sam_variant,
+                                       optional=lambda key: parameter_group(key) not in SAM_GROUPS)
+        self.base_checkpoint = describe_base(path, state)
+        return kept
+
+    def load_state_dict(self, state_dict: Mapping, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; also loads shared weights (what a frozen-base training saves, see
+        :mod:`~medsa_monai.networks.weights`) into a network built on their base checkpoint, always strictly."""
+        if is_trained_weights(state_dict):
+            return load_trained_weights(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -- the three stages -------------------------------------------------------------------------------------
 

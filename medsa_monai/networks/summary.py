@@ -9,8 +9,9 @@ import torch
 
 from .medsa import MedSA
 from .presets import SAM_GROUPS, TRAINABLE_PRESETS, count_parameters, parameter_group
+from .weights import trained_weights_bytes
 
-__all__ = ["ParameterRow", "parameter_table", "format_parameter_table"]
+__all__ = ["ParameterRow", "parameter_table", "format_parameter_table", "format_weights_table"]
 
 
 class ParameterRow(NamedTuple):
@@ -21,6 +22,7 @@ class ParameterRow(NamedTuple):
     total: int
     trainable: int
     percent: float
+    weights_bytes: int
 
 
 def parameter_table(
@@ -30,7 +32,9 @@ def parameter_table(
     out_channels: int = 2,
     adapter_ratio: float = 0.25,
 ) -> list[ParameterRow]:
-    """Count parameters of ``MedSA`` for each combination; networks are built on the meta device (no memory)."""
+    """Count parameters of ``MedSA`` for each combination, and the bytes of the weights training saves (with a
+    frozen base, only what trained: :func:`~medsa_monai.networks.trained_weights`); networks are built on the meta
+    device (no memory)."""
     rows = []
     with torch.device("meta"):
         for variant in variants:
@@ -39,7 +43,8 @@ def parameter_table(
                     net = MedSA(dims, 1, out_channels, variant, trainable=preset,
                                 architecture={"adapter_ratio": adapter_ratio})
                     sam = sum(p.numel() for n, p in net.named_parameters() if parameter_group(n) in SAM_GROUPS)
-                    rows.append(ParameterRow(variant, dims, preset, sam, *count_parameters(net)))
+                    rows.append(ParameterRow(variant, dims, preset, sam, *count_parameters(net),
+                                             trained_weights_bytes(net)))
     return rows
 
 
@@ -58,4 +63,17 @@ def format_parameter_table(rows: Sequence[ParameterRow]) -> str:
         by_preset = {r.preset: r for r in group}
         cells = [f"{by_preset[p].trainable / 1e6:.2f} M ({by_preset[p].percent:.1f}%)" for p in presets]
         lines.append(f"| {variant} | {dims}D | {group[0].sam_total / 1e6:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_weights_table(rows: Sequence[ParameterRow]) -> str:
+    """A Markdown table: the size of the saved ``model.pt`` (MiB) per variant, dimensionality and preset."""
+    presets = list(dict.fromkeys(r.preset for r in rows))
+    lines = ["| variant | dims | " + " | ".join(presets) + " |", "|" + "---|" * (2 + len(presets))]
+    groups: dict[tuple[str, int], dict[str, ParameterRow]] = {}
+    for row in rows:
+        groups.setdefault((row.variant, row.spatial_dims), {})[row.preset] = row
+    for (variant, dims), by_preset in groups.items():
+        cells = [f"{by_preset[p].weights_bytes / 2**20:.1f} MiB" for p in presets]
+        lines.append(f"| {variant} | {dims}D | " + " | ".join(cells) + " |")
     return "\n".join(lines)

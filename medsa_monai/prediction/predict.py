@@ -86,10 +86,10 @@ def predict_folder(
     parser.read_config(str(Path(bundle_dir) / "configs" / "inference.json"))
     if trained_with.is_file():  # the network must be built as it was trained (written by `medsa train`)
         recorded = json.loads(trained_with.read_text())
-        parser.update({k: v for k, v in recorded.items() if k in parser and k != "sam_checkpoint"})
+        parser.update({k: v for k, v in recorded.items() if k in parser})  # sam_checkpoint: the base of shared weights
     parser.update({"dataset_dir": str(Path(input_dir).resolve()), "output_dir": str(output_dir.resolve()),
                    "plan_file": None if plan_file is None else str(plan_file),
-                   "handlers#0#load_path": str(checkpoint.resolve()), "num_workers": 0, "output_postfix": "",
+                   "model_file": str(checkpoint.resolve()), "num_workers": 0, "output_postfix": "",
                    "ckpt_dir": str(checkpoint.resolve().parent),  # where the propagation weight was calibrated
                    "probabilities_dir": str(output_dir.resolve()) if save_probabilities else None,
                    **(overrides or {})})

@@ -36,6 +36,8 @@ class SamplePromptsd(Randomizable, MapTransform):
     Args:
         keys: the label key (one key).
         num_classes: foreground classes (or regions) ``K``.
+        automatic_key: a key of the data saying whether this sample may go unprompted (``None``: every sample may),
+            e.g. for a structure that is only one of several in its image, which no automatic mode can name.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class SamplePromptsd(Randomizable, MapTransform):
         point_labels_key: str = "point_labels",
         boxes_key: str = "boxes",
         mask_key: str = "mask_inputs",
+        automatic_key: str | None = None,
     ) -> None:
         super().__init__(keys)
         if len(self.keys) != 1:
@@ -73,6 +76,7 @@ class SamplePromptsd(Randomizable, MapTransform):
         self.point_labels_key = point_labels_key
         self.boxes_key = boxes_key
         self.mask_key = mask_key
+        self.automatic_key = automatic_key
 
     def randomize(self, data=None) -> None:
         self._automatic = self.R.rand() < self.no_prompt_probability
@@ -91,6 +95,8 @@ class SamplePromptsd(Randomizable, MapTransform):
         boxes = np.full((self.num_classes, 2 * dims), np.nan, dtype=np.float32)
         masks = np.full((self.num_classes, *label.shape), np.nan, dtype=np.float32)
         self.randomize()
+        if self.automatic_key is not None and not bool(d[self.automatic_key]):
+            self._automatic = False  # this sample's structure is not the whole label: a prompt must say which
         if not self._automatic:
             with_mask = self.R.rand() < self.mask_probability
             for k in range(self.num_classes):

@@ -15,6 +15,7 @@ from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 
 from ..data.atomic import atomic_path
+from ..networks.weights import trained_weights
 from ..predictor.predictor import unwrap_network
 from .checkpoints import EPOCH_CHECKPOINT, latest_checkpoint
 
@@ -74,7 +75,7 @@ def _skipped_run(evaluator: Engine):
 
 def _save_model(_: Engine, network, path: Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save(unwrap_network(network).state_dict(), tmp)
+        torch.save(trained_weights(unwrap_network(network)), tmp)
     logger.info("saved the last epoch's model to %s", path)
 
 
