@@ -49,14 +49,15 @@ def evaluate_only(out: Path, seed: int, checkpoint: Path, overrides: dict) -> No
     evaluate(out, seed, make_synthetic_dataset(out / "data", num_cases=24, seed=seed), checkpoint, overrides)
 
 
-def evaluate_common(out: Path, seed: int, test_dir: Path) -> Path:
-    """Evaluate the last epoch's model of ``out`` on every volume of ``test_dir``; returns the report folder."""
+def evaluate_common(out: Path, seed: int, test_dir: Path, overrides: dict) -> Path:
+    """Evaluate the last epoch's model of ``out`` (trained with ``overrides``) on every volume of ``test_dir``;
+    returns the report folder."""
     report_dir = out / "common_test"
     if not (report_dir / "interactive_summary.json").is_file():
         dataset = json.loads((test_dir / "dataset.json").read_text())
         items = [{k: str(test_dir / item[k]) for k in ("image", "label")} for item in dataset["training"]]
         evaluate(out, seed, test_dir, latest_checkpoint(out / "models"),
-                 {"output_dir": str(report_dir), "save_predictions": False, "interactive_clicks": 5,
+                 {**overrides, "output_dir": str(report_dir), "save_predictions": False, "interactive_clicks": 5,
                   "protocol_clicks": 5, "paper_protocols": [], "evaluate#dataset#data": items,
                   "interactive#dataset#data": items})
     return report_dir
@@ -125,7 +126,8 @@ def main() -> None:
     if options.common_test > 0:
         test_dir = make_synthetic_dataset(root / "common_test_data", num_cases=options.common_test,
                                           seed=options.common_test_seed)
-        common = {seed: figures(root / f"seed{seed}", evaluate_common(root / f"seed{seed}", seed, test_dir))
+        common = {seed: figures(root / f"seed{seed}", evaluate_common(root / f"seed{seed}", seed, test_dir,
+                                                                    overrides))
                   for seed in options.seeds}
         print(f"\nThe same {options.common_test} volumes for every seed (generator seed {options.common_test_seed}):")
         print_table(common)

@@ -12,7 +12,8 @@ Stages, each skipped when its output exists (so a stopped run continues):
 1. every data set folder (any layout ``medsa ingest`` reads: plain folder, MSD, nnU-Net raw) is ingested and
    planned (vit_tiny) under ``<cache dir>/datasets/<name>/`` (``--cache-dir``, default ``OUT``); the target must
    not be in the corpus (refused by name and by content);
-2. ``medsa pretrain`` of the corpus for ``--pretrain-minutes`` (every weight of a plain vit_tiny SAM, from random
+2. ``medsa pretrain`` of the corpus for ``--pretrain-minutes`` (or ``--foundation``, one an earlier run pretrained
+   on the same corpus) (every weight of a plain vit_tiny SAM, from random
    weights: it stands in for SAM's pretraining, which no checkpoint here can give) -> ``OUT/foundation/``;
 3. per seed, the target's labelled cases are shuffled; the first ``n`` are the ``n`` labelled cases (so 5 of them
    are among the 10, and the 10 among the 20), and the cases after the largest ``n`` are the test cases, the same
@@ -52,6 +53,7 @@ from medsa_monai.evaluation.curve_plot import plot_curves
 from medsa_monai.networks import MedSA, count_parameters
 from medsa_monai.planning import Plan
 from medsa_monai.predictor import MedSAPredictor
+from medsa_monai.pretraining.foundation import read_foundation_record
 from medsa_monai.prompts.sampling import bounding_box
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "medsa_hippocampus_mri"
@@ -71,6 +73,7 @@ def _medsa(*args: str, log: Path) -> float:
     """Run ``python -m medsa_monai <args>`` in its own process (one heavy job at a time), output to ``log``;
     return its wall time in seconds."""
     start = time.monotonic()
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         result = subprocess.run([sys.executable, "-m", "medsa_monai", *args], stdout=out, stderr=subprocess.STDOUT)
     if result.returncode:
@@ -249,8 +252,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         return []
     target = Plan.load(target_plan)
 
-    foundation = out / "foundation" / f"foundation_vit_tiny_{args.image_size}.pth"
-    if not foundation.is_file():
+    foundation = args.foundation or out / "foundation" / f"foundation_vit_tiny_{args.image_size}.pth"
+    if args.foundation is not None:
+        _check_foundation(args.foundation, args.target.name, names)
+    elif not foundation.is_file():
         _medsa("pretrain", *map(str, corpus_plans), "--output", str(foundation.parent), "--image-size",
                str(args.image_size), "--minutes", str(args.pretrain_minutes), "--max-epochs", "100000",
                "--steps-per-epoch", "100", "--seed", "0", "--no-progress", "--frames-dir", str(shared / "frames"),
@@ -290,6 +295,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _check_foundation(path: Path, target: str, corpus: list[str]) -> None:
+    """A given foundation must have been pretrained on the named corpus, the target not among its data sets."""
+    record = read_foundation_record(path)
+    if record is None:
+        raise ValueError(f"{path}: no JSON record beside it; give a foundation written by medsa pretrain")
+    trained_on = sorted(Path(d["plan"]).parent.parent.name for d in record["datasets"].values())
+    if target in trained_on or trained_on != sorted(corpus):
+        raise ValueError(f"{path} was pretrained on {trained_on}; the corpus given is {sorted(corpus)} and the "
+                         f"target {target} must not be in it")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, nargs="+", required=True, help="data set folders to pretrain on")
@@ -306,6 +322,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where ingested data sets and pretraining frames are kept (default: --output); runs "
                              "with other targets can share it")
+    parser.add_argument("--foundation", type=Path, default=None,
+                        help="a foundation pretrained on the same --corpus by an earlier run (checked against its "
+                             "record), instead of pretraining again")
     parser.add_argument("--prepare-only", action="store_true", help="ingest and plan the data sets, then stop")
     return parser.parse_args()
 

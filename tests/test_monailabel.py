@@ -216,6 +216,8 @@ def _write_tiny_bundle(source: Path, target: Path, overrides: dict, base: Path |
         for p in network.parameters():
             if p.requires_grad:
                 p.add_(0.02 * torch.randn_like(p))
+        for mlp in network.mask_decoder.output_hypernetworks_mlps:  # trained: logits near 0, so clicks show
+            mlp.layers[-1].weight.mul_(0.01)
     torch.save(TrainedWeights(network).state_dict(), target / "models" / "model.pt")
 
 

@@ -56,4 +56,18 @@ class LoadImaged(monai.transforms.LoadImaged):
             return super().__call__(data, reader)
         except Exception as err:
             files = {k: data[k] for k in self.keys if k in data}
-            raise ValueError(f"cannot read {files}: {type(err).__name__}: {err}") from err
+            raise ValueError(f"cannot read {files}: {_reason(err, files.values())}") from err
+
+
+def _reason(err: Exception, filenames) -> str:
+    """One line on why reading failed. When no reader could read a photograph, MONAI's message lists every
+    reader with its traceback; PIL's own error says what is wrong with the file."""
+    for filename in filenames:
+        if isinstance(filename, str) and PHOTO_READER.verify_suffix(filename):
+            try:
+                PHOTO_READER.read(filename)
+            except Exception as photo_err:  # noqa: BLE001 - reported, not handled
+                err = photo_err
+            break
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
