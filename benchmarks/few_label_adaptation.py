@@ -28,7 +28,9 @@ Stages, each skipped when its output exists (so a stopped run continues):
    out of that case's mean.
 
 Writes ``OUT/results.json`` (rows: ``method``, ``labelled``, ``seed``, ``dice``, ``dice_per_class``, ``box_dice``,
-``trainable_parameters``, ``weights_bytes`` of the saved ``model.pt``, ``seconds`` of training), ``OUT/results.md``
+``trainable_parameters``, ``weights_bytes`` of the saved ``model.pt``, ``seconds`` of training, and the
+``largest_labelled`` and ``max_test`` that chose the test cases: a later run into the same OUT must keep them),
+``OUT/results.md``
 (means over seeds and their half range) and ``OUT/dice_vs_labelled.png``.
 """
 
@@ -231,7 +233,7 @@ def write_report(out: Path, rows: list[dict], labelled: list[int], header: str) 
         seconds = statistics.mean(r["seconds"] for r in rows if r["method"] == m)
         lines.append(f"| {m} | {sizes[m]['trainable_parameters'] / 1e6:.2f} M | "
                      f"{sizes[m]['weights_bytes'] / 2**20:.2f} MiB | {seconds:.0f} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     curves = {m: [statistics.mean([r["dice"] for r in rows if r["method"] == m and r["labelled"] == n]
                                   or [math.nan]) for n in labelled] for m in methods if m != ZERO_SHOT}
     plot_curves(out / "dice_vs_labelled.png", curves, title=header.lstrip("# "), y_label="automatic Dice",
@@ -263,12 +265,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     items = json.loads((target_plan.parent.parent / "ingested" / "dataset.json").read_text())["training"]
     results = out / "results.json"
     rows = json.loads(results.read_text()) if results.is_file() else []
+    _check_split(rows, results, max(args.labelled), args.max_test)
     done = {(r["method"], r["labelled"], r["seed"]) for r in rows}
+    split_key = {"largest_labelled": max(args.labelled), "max_test": args.max_test}
     for seed in args.seeds:
         pools, test = split(items, args.labelled, seed, args.max_test)
         if (ZERO_SHOT, 0, seed) not in done:
             network, predictor, preprocessing = _zero_shot(target_plan, foundation, args.image_size)
-            rows.append({"method": ZERO_SHOT, "labelled": 0, "seed": seed, "trainable_parameters": 0,
+            rows.append({"method": ZERO_SHOT, "labelled": 0, "seed": seed, "trainable_parameters": 0, **split_key,
                          "weights_bytes": 0, "seconds": 0.0,
                          **evaluate(test, target, network, predictor, preprocessing)})
         for n in args.labelled:
@@ -279,7 +283,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 seconds = train(method, target_plan, pools[n], foundation, run_dir, args.minutes, args.image_size,
                                 seed)
                 network, predictor, preprocessing, inferer = _trained(target_plan, run_dir)
-                rows.append({"method": method, "labelled": n, "seed": seed,
+                rows.append({"method": method, "labelled": n, "seed": seed, **split_key,
                              "trainable_parameters": count_parameters(network).trainable,
                              "weights_bytes": (run_dir / "fold_0" / "models" / "model.pt").stat().st_size,
                              "seconds": seconds, **evaluate(test, target, network, predictor, preprocessing, inferer)})
@@ -293,6 +297,17 @@ def run(args: argparse.Namespace) -> list[dict]:
               f"{args.pretrain_minutes:g} min pretraining, seeds {args.seeds}")
     write_report(out, [r for r in rows if r["method"] != ZERO_SHOT] + zero_rows, args.labelled, header)
     return rows
+
+
+def _check_split(rows: list[dict], results: Path, largest: int, max_test: int | None) -> None:
+    """The test cases of a seed follow from the largest ``--labelled`` and ``--max-test``: rows of a run with other
+    values were scored on other cases and cannot share a table."""
+    for row in rows:
+        made = (row.get("largest_labelled", largest), row.get("max_test", max_test))
+        if made != (largest, max_test):
+            raise ValueError(f"{results} holds rows made with a largest --labelled of {made[0]} and --max-test "
+                             f"{made[1]}, so tested on other cases than --labelled up to {largest} and --max-test "
+                             f"{max_test} would be; give another --output")
 
 
 def _check_foundation(path: Path, target: str, corpus: list[str]) -> None:
@@ -333,4 +348,4 @@ if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     arguments = parse_args()
     if run(arguments):
-        print((arguments.output / "results.md").read_text())
+        print((arguments.output / "results.md").read_text(encoding="utf-8"))

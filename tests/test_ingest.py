@@ -419,6 +419,26 @@ def test_opaque_rgba_photographs_are_read_as_rgb(tmp_path, caplog, monkeypatch):
     assert compute_fingerprint(tmp_path / "out" / "dataset.json")["channels"] == 3  # the plan reads them as RGB
 
 
+def test_transparency_is_refused_naming_the_file(tmp_path):
+    """Dropping an alpha that is not opaque would change what the image shows; no other reader may take it either
+    (ITK reads it as a fourth channel)."""
+    root = tmp_path / "transparent"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for name, alpha in (("a", 255), ("b", 128)):
+        rgba = np.full((20, 30, 4), alpha, np.uint8)
+        Image.fromarray(rgba, "RGBA").save(root / "images" / f"{name}.png")
+        Image.fromarray(_disc(20, 30, (10, 15), 5).astype(np.uint8) * 255).save(root / "masks" / f"{name}.png")
+    with pytest.raises(DatasetError) as err:
+        ingest(root, tmp_path / "out")
+    problems = "\n".join(err.value.problems)
+    assert "b.png" in problems and "not opaque" in problems and "a.png" not in problems
+    from medsa_monai.data import LoadImaged
+
+    with pytest.raises(ValueError, match=r"cannot read .*b\.png.*alpha from 128 to 128.*into another folder"):
+        LoadImaged("image")({"image": str(root / "images" / "b.png")})
+
+
 def test_why_no_training_case_was_found(tmp_path):
     def problems_of(root: Path) -> str:
         with pytest.raises(DatasetError) as err:

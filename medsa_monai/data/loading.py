@@ -11,7 +11,7 @@ import torch
 from monai.data import PILReader
 from PIL import Image
 
-__all__ = ["LoadImaged", "PHOTO_READER", "without_opaque_alpha"]
+__all__ = ["LoadImaged", "PHOTO_READER", "with_photo_reader", "without_opaque_alpha"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,32 +42,29 @@ PHOTO_READER = PILReader(converter=without_opaque_alpha)
 """MONAI's reader of PNG, JPEG and BMP files, with an opaque alpha channel dropped."""
 
 
+def with_photo_reader(loader: monai.transforms.LoadImage) -> monai.transforms.LoadImage:
+    """``loader`` (built with ``reader=None``: each file goes to the reader its suffix names, with no fallback) with
+    :data:`PHOTO_READER` in place of MONAI's plain ``PILReader``."""
+    loader.readers = [PHOTO_READER if isinstance(r, PILReader) else r for r in loader.readers]
+    return loader
+
+
 class LoadImaged(monai.transforms.LoadImaged):
     """:class:`monai.transforms.LoadImaged`, except that a file that cannot be read (truncated, corrupt, not an
-    image) raises ``ValueError`` naming the key and the file; MONAI's readers often name neither (a truncated
-    ``.nii.gz`` fails deep inside ``gzip`` with ``EOFError``). PNG, JPEG and BMP files are read by MONAI's
-    ``PILReader`` with an opaque alpha channel dropped (:func:`without_opaque_alpha`)."""
+    image) raises ``ValueError`` naming the key and the file and the reader's own reason in one line; MONAI's readers
+    often name neither (a truncated ``.nii.gz`` fails deep inside ``gzip`` with ``EOFError``). Without a ``reader``,
+    PNG, JPEG and BMP files are read by :data:`PHOTO_READER` (an opaque alpha channel dropped, another refused) and
+    by no other reader."""
 
     def __init__(self, keys, reader=None, *args, **kwargs) -> None:
-        super().__init__(keys, PHOTO_READER if reader is None else reader, *args, **kwargs)
+        super().__init__(keys, reader, *args, **kwargs)
+        if reader is None:
+            with_photo_reader(self._loader)
 
     def __call__(self, data: Mapping[Hashable, str], reader=None) -> dict[Hashable, torch.Tensor]:
         try:
             return super().__call__(data, reader)
         except Exception as err:
             files = {k: data[k] for k in self.keys if k in data}
-            raise ValueError(f"cannot read {files}: {_reason(err, files.values())}") from err
-
-
-def _reason(err: Exception, filenames) -> str:
-    """One line on why reading failed. When no reader could read a photograph, MONAI's message lists every
-    reader with its traceback; PIL's own error says what is wrong with the file."""
-    for filename in filenames:
-        if isinstance(filename, str) and PHOTO_READER.verify_suffix(filename):
-            try:
-                PHOTO_READER.read(filename)
-            except Exception as photo_err:  # noqa: BLE001 - reported, not handled
-                err = photo_err
-            break
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+            lines = str(err).strip().splitlines()
+            raise ValueError(f"cannot read {files}: {type(err).__name__}: {lines[0] if lines else ''}") from err

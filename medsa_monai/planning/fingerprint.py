@@ -19,7 +19,7 @@ from monai.transforms import LoadImage, Orientation
 
 from ..data.io import write_json
 from ..data.labels import LabelSpec
-from ..data.loading import PHOTO_READER
+from ..data.loading import with_photo_reader
 
 __all__ = ["case_fingerprint", "compute_fingerprint", "load_fingerprint", "declared_spatial_dims",
            "is_photographic_format", "PHOTO_FORMATS"]
@@ -64,7 +64,7 @@ def declared_spatial_dims(description: Mapping) -> int | None:
 
 def _load(path, orient: bool) -> MetaTensor:
     # dtype=None keeps the file's dtype (for the 8-bit check); the values are those the bundles' float32 load gives
-    image = LoadImage(PHOTO_READER, image_only=True, ensure_channel_first=True, dtype=None)(path)
+    image = with_photo_reader(LoadImage(image_only=True, ensure_channel_first=True, dtype=None))(path)
     return Orientation(axcodes="RAS", labels=RAS_LABELS)(image) if orient else image
 
 
