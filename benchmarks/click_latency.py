@@ -26,6 +26,14 @@ decoded
 click goes to the centre of the first class as the model segments it automatically (on its middle slice). How far a
 click propagates depends on the weights: give a trained ``--model`` and a real ``--volume`` for figures that mean
 something; random weights time the mechanics only.
+
+``--runtime onnx`` compares, in one run, PyTorch with ONNX Runtime on the network itself (no bundle pipeline, no
+MONAI Label): the first click on an image (encoder, then the prompt decoder) and the next click (the prompt
+decoder only, with the previous low-resolution mask fed back), for each ``--variants`` on a 2D RGB image of
+``--image-size`` pixels and on a 3D volume (a Task04-sized 36 x 50 x 35 volume, SD-Trans over all its slices, at
+``--volume-image-size``), after exporting the network with :func:`medsa_monai.export.export_onnx`::
+
+    python benchmarks/click_latency.py --runtime onnx                      # vit_tiny and vit_b, 2D 1024 and 3D
 """
 
 from __future__ import annotations
@@ -199,6 +207,79 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
             "automatic_weight": predictor.propagation_automatic_weight}
 
 
+def _median_time(step, repeats: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _compare_runtimes(variant: str, case: str, kwargs: dict, shape: tuple[int, ...], repeats: int) -> dict:
+    """One network: the same click through PyTorch (the graphs' modules, eager) and ONNX Runtime."""
+    from medsa_monai.export import ImageEncoderGraph, PromptDecoderGraph, export_onnx
+    from medsa_monai.networks import MedSA
+    from medsa_monai.predictor import OnnxPredictor
+
+    torch.manual_seed(0)
+    network = MedSA(sam_variant=variant, **kwargs).eval()
+    image = torch.rand(1, *shape)
+    row = shape[-1] // 2 if case == "3D" else 0
+    point = np.array([[18.0, 25.0] + ([float(row)] if case == "3D" else [])])
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        export_onnx(network, tmp)
+        export_seconds = time.perf_counter() - start
+        predictor = OnnxPredictor(tmp)
+        predictor.set_image(image[0].numpy())
+        _, fed_back = predictor.predict(point, np.ones(1), slice_index=row if case == "3D" else None)
+
+        def onnx_first() -> None:
+            predictor.set_image(image[0].numpy())
+            predictor.predict(point, np.ones(1), slice_index=row if case == "3D" else None)
+
+        def onnx_next() -> None:
+            predictor.predict(point, np.ones(1), mask_input=fed_back, slice_index=row if case == "3D" else None)
+
+        onnx_first_time = _median_time(onnx_first, max(1, repeats // 3))
+        onnx_next_time = _median_time(onnx_next, repeats)
+
+    encoder, decoder = ImageEncoderGraph(network), PromptDecoderGraph(network)
+    scale = network.image_size / torch.tensor(shape[1:3], dtype=torch.float32)
+    xy = ((torch.tensor(point[:, :2], dtype=torch.float32) + 0.5) * scale - 0.5).flip(-1)
+    inputs = {"point_coords": torch.cat([xy, torch.zeros(1, 2)])[None],
+              "point_labels": torch.tensor([[1.0, -1.0]]), "has_mask_input": torch.ones(1),
+              "mask_input": torch.from_numpy(fed_back), "class_index": torch.zeros(1, dtype=torch.long)}
+
+    def torch_first() -> None:
+        embeddings = encoder(image)
+        decoder(embeddings[row:row + 1], **{**inputs, "has_mask_input": torch.zeros(1)})
+
+    with torch.no_grad():
+        embeddings = encoder(image)
+        torch_first_time = _median_time(torch_first, max(1, repeats // 3))
+        torch_next_time = _median_time(lambda: decoder(embeddings[row:row + 1], **inputs), repeats)
+    return {"variant": variant, "case": case, "size": kwargs["image_size"], "shape": shape,
+            "torch_first": torch_first_time, "torch_next": torch_next_time, "onnx_first": onnx_first_time,
+            "onnx_next": onnx_next_time, "export_seconds": export_seconds}
+
+
+def runtime_comparison(variants: list[str], image_size: int, volume_image_size: int, repeats: int) -> list[dict]:
+    """First and next click in PyTorch and ONNX Runtime, per variant and case (see the module docstring)."""
+    cases = [("2D", dict(spatial_dims=2, in_channels=3, out_channels=2, image_size=image_size, trainable="samda"),
+              (3, 576, 768)),
+             ("3D", dict(spatial_dims=3, in_channels=1, out_channels=3, image_size=volume_image_size,
+                         trainable="medsa", depth_attention=True), (1, 36, 50, 35))]
+    rows = []
+    for variant in variants:
+        for case, kwargs, shape in cases:
+            rows.append(_compare_runtimes(variant, case, kwargs, shape, repeats))
+            print(f"  {variant} {case} done", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default="samda_skin_lesion", choices=["samda_skin_lesion", "medsa_hippocampus_mri"])
@@ -211,7 +292,26 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="trained model.pt for the propagation figures")
     parser.add_argument("--trainable", default=None, help="the trained model's preset (e.g. full: no adapters)")
     parser.add_argument("--volume", type=Path, default=None, help="volume for the propagation figures")
+    parser.add_argument("--runtime", choices=["pytorch", "onnx"], default="pytorch",
+                        help="onnx: PyTorch beside ONNX Runtime on the network itself (see above)")
+    parser.add_argument("--variants", nargs="+", default=["vit_tiny", "vit_b"], help="with --runtime onnx")
+    parser.add_argument("--volume-image-size", type=int, default=256, help="with --runtime onnx: the 3D case's")
+    parser.add_argument("--repeats", type=int, default=9, help="with --runtime onnx: timed repeats (median)")
     args = parser.parse_args()
+
+    if args.runtime == "onnx":
+        rows = runtime_comparison(args.variants, args.image_size, args.volume_image_size, args.repeats)
+        print(f"first and next click, PyTorch {torch.__version__} ({torch.get_num_threads()} threads) and ONNX "
+              f"Runtime (default threads), CPU; median of {args.repeats} next clicks")
+        print("| variant | input | SAM frame | PyTorch first | PyTorch next | ONNX Runtime first | ONNX Runtime next | "
+              "export |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            shape = " x ".join(str(s) for s in r["shape"][1:])
+            print(f"| {r['variant']} | {r['case']} {shape} | {r['size']} | {r['torch_first']:.3f} s | "
+                  f"{r['torch_next'] * 1000:.1f} ms | {r['onnx_first']:.3f} s | {r['onnx_next'] * 1000:.1f} ms | "
+                  f"{r['export_seconds']:.0f} s |")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

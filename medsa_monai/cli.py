@@ -112,14 +112,15 @@ def _ingest_ph2(args: argparse.Namespace) -> None:
 
 
 def _plan(args: argparse.Namespace) -> None:
-    from .planning import assign_folds, compute_fingerprint, make_plan, write_fold_datalist
+    from .planning import assign_folds, case_identifier, compute_fingerprint, make_plan, write_fold_datalist
 
     out = Path(args.output_dir)
     fingerprint = compute_fingerprint(args.dataset, out / "fingerprint.json", seed=args.seed)
     datalist = Path(args.datalist) if args.datalist else out / "datalist.json"
     if not args.datalist:
         description = json.loads(Path(args.dataset).read_text())
-        folds = assign_folds(fingerprint["classes_per_case"], args.folds, args.seed)
+        folds = assign_folds(fingerprint["classes_per_case"], args.folds, args.seed,
+                             case_ids=[case_identifier(item) for item in description["training"]])
         write_fold_datalist(datalist, description["training"], folds, description.get("test", []),
                             name=description.get("name"), labels=description["labels"], num_folds=args.folds,
                             seed=args.seed)
@@ -141,7 +142,14 @@ def _train(args: argparse.Namespace) -> None:
     from .demo import find_bundle
     from .planning import Plan
 
-    Plan.load(args.plan)  # refuses a missing, damaged or outdated plan before anything is written
+    plan = Plan.load(args.plan)  # refuses a missing, damaged or outdated plan before anything is written
+    if plan.datalist_file and Path(plan.datalist_file).is_file() and not args.dataset_dir:
+        from .data.datalist import split_cases
+
+        try:  # a fold the datalist does not have is refused before the run folder exists
+            split_cases(json.loads(Path(plan.datalist_file).read_text()).get("training", []), fold=args.fold)
+        except ValueError as error:
+            raise ValueError(f"{error} ('{plan.datalist_file}', the datalist of '{args.plan}')") from None
     bundle = Path(args.bundle) if args.bundle else find_bundle()
     configs = bundle / "configs"
     out = Path(args.output) / f"fold_{args.fold}"
@@ -268,7 +276,7 @@ def _bundle_sync(args: argparse.Namespace) -> None:
 def _bundle_pack(args: argparse.Namespace) -> None:
     from .bundle.packaging import pack_bundle
 
-    print(f"wrote {pack_bundle(args.bundle_dir, args.output)}")
+    print(f"wrote {pack_bundle(args.bundle_dir, args.output, model=args.model)}")
 
 
 def _bundle_unpack(args: argparse.Namespace) -> None:
@@ -290,14 +298,24 @@ def _bundle_fetch(args: argparse.Namespace) -> None:
 
 
 def _bundle_export(args: argparse.Namespace) -> None:
-    from .bundle.export import export_torchscript
+    from .bundle.export import export_bundle_onnx, export_torchscript
 
     root = Path(args.bundle_dir)
+    overrides = {k: v for k, v in (("sam_variant", args.sam_variant), ("image_size", args.image_size))
+                 if v is not None}
+    if args.format == "onnx":
+        paths, differences = export_bundle_onnx(str(root / "configs" / "inference.json"),
+                                                args.ckpt or root / "models" / "model.pt",
+                                                args.output or root / "models" / "onnx",
+                                                str(root / "configs" / "metadata.json"), bundle_root=str(root),
+                                                **overrides)
+        print(f"wrote {paths['encoder']}, {paths['prompt_decoder']} and {paths['spec'].name} (ONNX Runtime against "
+              f"PyTorch: encoder {differences['encoder']:.1e}, prompt decoder {differences['prompt_decoder']:.1e})")
+        return
     path = export_torchscript(str(root / "configs" / "inference.json"), args.ckpt or root / "models" / "model.pt",
                               args.output or root / "models" / "model.ts", str(root / "configs" / "metadata.json"),
                               input_shape=args.input_shape, device=args.device, bundle_root=str(root),
-                              **{k: v for k, v in (("sam_variant", args.sam_variant), ("image_size", args.image_size))
-                                 if v is not None})
+                              use_trace=args.trace, **overrides)
     print(f"wrote {path} (checked against the eager network)")
 
 
@@ -480,6 +498,8 @@ def _add_bundle_command(commands) -> None:
                                                    "outputs left out), the layout `monai.bundle download` unzips")
     pack.add_argument("bundle_dir")
     pack.add_argument("--output", default=None, help="folder for the zip (default: the current folder)")
+    pack.add_argument("--model", default=None, help="a trained model to ship as models/model.pt, checked against the "
+                      "bundle's network (adapter-only weights where the base was frozen)")
     pack.set_defaults(func=_bundle_pack)
     unpack = bundle_commands.add_parser("unpack", help="unpack a bundle zip safely (refuses paths outside the "
                                                        "target) and verify its checksums")
@@ -494,17 +514,31 @@ def _add_bundle_command(commands) -> None:
     fetch.add_argument("bundle_dir")
     fetch.add_argument("name", nargs="?", default="vit_b", help="a SAM variant (vit_b, vit_l, vit_h) or a file name")
     fetch.set_defaults(func=_bundle_fetch)
-    export = bundle_commands.add_parser("export", help="trace the automatic-mode network to TorchScript, check it "
-                                                       "against the eager network, save it with the bundle metadata")
+    export = bundle_commands.add_parser("export", help="export the network: TorchScript of the automatic mode "
+                                        "(scripted, checked against the eager network, with the bundle metadata) or "
+                                        "ONNX graphs of the image encoder and the prompt decoder (checked in ONNX "
+                                        "Runtime)")
+    _export_arguments(export)
+    export.set_defaults(func=_bundle_export)
+
+
+def _export_arguments(export: argparse.ArgumentParser) -> None:
     export.add_argument("bundle_dir")
+    export.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     export.add_argument("--ckpt", default=None, help="weights (default: <bundle>/models/model.pt)")
-    export.add_argument("--output", default=None, help="TorchScript file (default: <bundle>/models/model.ts)")
-    export.add_argument("--input-shape", type=int, nargs="+", default=None, help="example input, e.g. 1 3 288 384 "
-                        "(default: from the metadata)")
-    export.add_argument("--device", default="cpu", help="where to trace; the model runs on that device type")
+    export.add_argument("--output", default=None, help="TorchScript file (default: <bundle>/models/model.ts) or ONNX "
+                        "folder (default: <bundle>/models/onnx)")
+    export.add_argument("--input-shape", type=int, nargs="+", default=None, help="TorchScript: example input, e.g. "
+                        "1 3 288 384 (default: from the metadata)")
+    export.add_argument("--device", default="cpu", help="TorchScript: where to export (and check) the network")
+    export.add_argument("--trace", action="store_true", help="TorchScript: torch.jit.trace instead of script")
     export.add_argument("--sam-variant", default=None, help="override the bundle's sam_variant")
     export.add_argument("--image-size", type=int, default=None, help="override the bundle's image_size")
     export.set_defaults(func=_bundle_export)
+
+
+def _add_export_command(commands) -> None:
+    _export_arguments(commands.add_parser("export", help="the same as `medsa bundle export`"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -512,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_params_command, _add_demo_command, _add_ingest_command, _add_ph2_command, _add_plan_command,
                 _add_pretrain_command, _add_train_command, _add_predict_command, _add_evaluate_command,
-                _add_ensemble_command, _add_post_command, _add_bundle_command):
+                _add_ensemble_command, _add_post_command, _add_bundle_command, _add_export_command):
         add(commands)
     return parser
 

@@ -12,8 +12,8 @@ from medsa_monai.networks import MedSA
 PACKAGE = Path(__file__).resolve().parents[1] / "medsa_monai"
 
 # Bottom to top: a stage may import its own modules and those of the stages before it.
-STAGES = ("data", "networks", "prompts", "predictor", "conversion", "planning", "preprocessing", "evaluation",
-          "training", "pretraining", "prediction", "bundle", "demo", "cli", "__main__")
+STAGES = ("data", "networks", "export", "prompts", "predictor", "conversion", "planning", "preprocessing",
+          "evaluation", "training", "pretraining", "prediction", "bundle", "demo", "cli", "__main__")
 GROUND = ("_deprecated", "__init__")  # the package's own helpers, below everything
 FORMER_HOMES = ("inferers", "engines")  # names kept for old imports: they may import anything, nothing imports them
 

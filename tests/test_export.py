@@ -1,16 +1,15 @@
-"""TorchScript export of both bundles' networks (automatic mode) through ``python -m monai.bundle ckpt_export``."""
+"""TorchScript export of every bundle's network (automatic mode) through MONAI's ``ckpt_export``, scripted as the
+MONAI model zoo's CI runs it; ONNX export through ``medsa export`` and the bundle config ``exporting_onnx``."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from monai.bundle import ConfigParser, ckpt_export
 
 from medsa_monai.bundle import export_torchscript, verify_torchscript
 from medsa_monai.cli import main
@@ -21,6 +20,8 @@ TINY = {"sam_variant": "vit_tiny", "image_size": 64}
 CASES = {
     "samda_skin_lesion": (None, [(1, 3, 64, 64), (2, 3, 40, 56)]),
     "medsa_hippocampus_mri": ([1, 1, 24, 28, 8], [(1, 1, 20, 32, 12), (1, 1, 64, 64, 4)]),
+    "medsa_fundus_disc_cup": ([1, 3, 64, 64], [(1, 3, 48, 72)]),
+    "medsa_btcv_ct": ([1, 1, 32, 32, 4], [(1, 1, 40, 24, 6)]),
 }
 
 
@@ -42,19 +43,14 @@ def tiny_bundle(name: str, root: Path) -> tuple[Path, torch.nn.Module]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_ckpt_export_traces_the_automatic_mode(name, tmp_path):
+def test_ckpt_export_scripts_the_automatic_mode(name, tmp_path):
     bundle, network = tiny_bundle(name, tmp_path)
     input_shape, other_shapes = CASES[name]
-    command = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
-               "--filepath", str(bundle / "models" / "model.ts"), "--ckpt_file", str(bundle / "models" / "model.pt"),
-               "--meta_file", str(bundle / "configs" / "metadata.json"),
-               "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
-               "--use_trace", "True", "--sam_variant", "vit_tiny", "--image_size", "64"]
-    if input_shape:
-        command += ["--input_shape", json.dumps(input_shape)]
-    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                            timeout=300, cwd=bundle)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    arguments = {"input_shape": input_shape} if input_shape else {}
+    ckpt_export("network_def", filepath=str(bundle / "models" / "model.ts"),
+                ckpt_file=str(bundle / "models" / "model.pt"), meta_file=str(bundle / "configs" / "metadata.json"),
+                config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle),
+                sam_variant="vit_tiny", image_size=64, **arguments)
 
     extra = {"metadata.json": "", "inference.json": ""}
     exported = torch.jit.load(str(bundle / "models" / "model.ts"), _extra_files=extra)
@@ -63,17 +59,23 @@ def test_ckpt_export_traces_the_automatic_mode(name, tmp_path):
     assert "network_def" in json.loads(extra["inference.json"])
     if input_shape is None:  # the trace input came from the metadata
         input_shape = [1, 3, *meta["network_data_format"]["inputs"]["image"]["spatial_shape"]]
-    # the same numbers as the eager network, at the traced size and at others (the network resizes inside)
+    # the same numbers as the eager network at any size; prompts and bad input are refused, not ignored
     assert verify_torchscript(exported, network, [input_shape, *other_shapes], atol=1e-5) <= 1e-5
+    with pytest.raises(torch.jit.Error, match="automatic mode only"):
+        exported(torch.rand(input_shape), boxes=torch.zeros(1, 1, 2 * (len(input_shape) - 2)))
+    with pytest.raises(torch.jit.Error, match="channels"):
+        exported(torch.rand(1, 2, *input_shape[2:]))
 
 
 def test_export_function_checks_and_saves(tmp_path):
     bundle, network = tiny_bundle("samda_skin_lesion", tmp_path)
     configs = bundle / "configs"
-    out = export_torchscript(str(configs / "inference.json"), bundle / "models" / "model.pt", bundle / "models" / "m",
-                             meta_file=str(configs / "metadata.json"), input_shape=(1, 3, 48, 40), **TINY)
-    assert out.name == "m.ts" and not list(out.parent.glob(".*"))
-    verify_torchscript(out, network, [(1, 3, 30, 70)])
+    for use_trace in (True, False):
+        out = export_torchscript(str(configs / "inference.json"), bundle / "models" / "model.pt",
+                                 bundle / "models" / "m", meta_file=str(configs / "metadata.json"),
+                                 input_shape=(1, 3, 48, 40), use_trace=use_trace, **TINY)
+        assert out.name == "m.ts" and not list(out.parent.glob(".*"))
+        verify_torchscript(out, network, [(1, 3, 30, 70)])
     with pytest.raises(AssertionError, match="differs from the eager one"):
         with torch.no_grad():
             network.class_prompts.weight.add_(1.0)
@@ -86,3 +88,19 @@ def test_cli_export(tmp_path, capsys):
           "--image-size", "64"])
     assert "checked against the eager network" in capsys.readouterr().out
     verify_torchscript(bundle / "models" / "model.ts", network, [(1, 3, 50, 30)])
+
+
+def test_onnx_export_through_the_cli_and_the_bundle_config(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from monai.bundle import run
+
+    bundle, network = tiny_bundle("samda_skin_lesion", tmp_path)
+    main(["export", str(bundle), "--format", "onnx", "--sam-variant", "vit_tiny", "--image-size", "64"])
+    assert "prompt decoder" in capsys.readouterr().out
+    written = {"encoder.onnx", "prompt_decoder.onnx", "medsa_onnx.json"}
+    assert {p.name for p in (bundle / "models" / "onnx").iterdir()} == written
+
+    run("exporting_onnx", config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle),
+        sam_variant="vit_tiny", image_size=64, onnx_dir=str(tmp_path / "from_config"))
+    assert {p.name for p in (tmp_path / "from_config").iterdir()} == written

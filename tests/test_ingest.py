@@ -224,7 +224,8 @@ def test_png_grey_images_with_binary_masks_in_masks_folder(tmp_path, umask_022):
     assert description["modality"] == {"0": "unknown"} and description["numTraining"] == 5
     assert description["medsa_ingest"]["image_format"] == "png" and description["medsa_ingest"]["layout"] == "folder"
     first = description["training"][0]
-    assert first == {"image": str(root / "images" / "case_0.png"), "label": str(root / "masks" / "case_0.png")}
+    assert first == {"image": str(root / "images" / "case_0.png"), "label": str(root / "masks" / "case_0.png"),
+                     "case": "case_0"}
     assert not (tmp_path / "out" / "nifti").exists()  # photographs stay where they are
     _assert_loads(description, channels=1)
     assert LOAD(description["training"][1]["label"]).shape == (1, 40, 31)  # PILReader: (C, W, H)
@@ -325,8 +326,8 @@ def test_2d_mha_converted_and_2d_nifti_kept(tmp_path):
     assert description["spatial_dims"] == 2 and description["modality"] == {"0": "XR"}
     a, b = description["training"]
     assert a == {"image": str(tmp_path / "out" / "nifti" / "imagesTr" / "a_0000.nii.gz"),
-                 "label": str(tmp_path / "out" / "nifti" / "labelsTr" / "a.nii.gz")}
-    assert b == {"image": str(root / "images" / "b.nii.gz"), "label": str(root / "labels" / "b.nii.gz")}
+                 "label": str(tmp_path / "out" / "nifti" / "labelsTr" / "a.nii.gz"), "case": "a"}
+    assert b == {"image": str(root / "images" / "b.nii.gz"), "label": str(root / "labels" / "b.nii.gz"), "case": "b"}
     _assert_loads(description, channels=1)
     converted = nib.load(a["image"])
     assert converted.shape == (20, 16) and np.allclose(converted.header.get_zooms(), (0.2, 0.3))
@@ -417,6 +418,54 @@ def test_opaque_rgba_photographs_are_read_as_rgb(tmp_path, caplog, monkeypatch):
     from medsa_monai.planning import compute_fingerprint
 
     assert compute_fingerprint(tmp_path / "out" / "dataset.json")["channels"] == 3  # the plan reads them as RGB
+
+
+def test_an_image_far_smaller_than_the_rest_is_named_in_a_warning(tmp_path, caplog):
+    root = tmp_path / "photos"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for name, (height, width) in {"a": (286, 382), "b": (280, 380), "c": (290, 384), "tiny": (1, 1)}.items():
+        Image.fromarray(np.full((height, width), 90, np.uint8)).save(root / "images" / f"{name}.png")
+        mask = np.zeros((height, width), np.uint8)
+        mask[height // 3: max(height // 3 + 1, height // 2), width // 3: max(width // 3 + 1, width // 2)] = 255
+        Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+    with caplog.at_level("WARNING"):
+        ingest(root, tmp_path / "out")
+    lines = [r.getMessage() for r in caplog.records if "far smaller" in r.getMessage()]
+    assert lines == ["tiny: its image is 1 x 1, far smaller than the data set's median 381 x 283 (a thumbnail or a "
+                     "damaged export?)"]
+
+
+def test_a_header_claiming_too_much_is_refused_before_reading(tmp_path, monkeypatch):
+    import gzip
+
+    from medsa_monai.data import LoadImaged
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((10000, 10000, 10000))
+    header.set_data_dtype(np.float32)
+    huge = tmp_path / "huge.nii.gz"
+    with gzip.open(huge, "wb") as out:
+        out.write(header.binaryblock + b"\0" * 4)
+    assert huge.stat().st_size < 200
+    with pytest.raises(ValueError, match=r"huge.nii.gz': its header claims 10000 x 10000 x 10000 voxels "
+                                         r"\(1,000,000,000,000, 3,725.3 GiB\), more than the 2,147,483,648"):
+        LoadImaged("image")({"image": str(huge)})
+    small = nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4))
+    truncated = tmp_path / "truncated.nii"
+    nib.save(small, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"truncated.nii' is truncated: its header claims 20 x 20 x 20 voxels of "
+                                         r"float32 \(32,352 bytes with the header\), the file holds 1,000 bytes"):
+        LoadImaged("image")({"image": str(truncated)})
+    monkeypatch.setenv("MEDSA_MAX_VOXELS", "100")
+    root = tmp_path / "data"
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True)
+        nib.save(small, root / folder / "a.nii.gz")
+    with pytest.raises(DatasetError, match=r"a.nii.gz': its header claims 20 x 20 x 20 voxels \(8,000"):
+        ingest(root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_transparency_is_refused_naming_the_file(tmp_path):

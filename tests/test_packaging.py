@@ -3,19 +3,13 @@ from a URL followed by ``monai.bundle.load``."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
-import http.server
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +19,8 @@ from monai.apps.utils import extractall
 from medsa_monai.bundle import BundleIntegrityError, fetch_large_file, pack_bundle, unpack_bundle, verify_bundle
 from medsa_monai.cli import main
 from medsa_monai.networks import MedSA
+
+from .conftest import local_env, serving
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "samda_skin_lesion"
 NAME = BUNDLE.name
@@ -62,30 +58,6 @@ def trained_bundle(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
 @pytest.fixture(scope="module")
 def packed(trained_bundle, tmp_path_factory) -> Path:
     return pack_bundle(trained_bundle[0], tmp_path_factory.mktemp("dist"))
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def serving(folder: Path) -> Iterator[str]:
-    """``http://127.0.0.1:<free port>`` serving ``folder`` from a thread, shut down on exit."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=folder))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def _local_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    return {**env, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> Path:
@@ -126,7 +98,7 @@ def test_monai_download_from_url_then_load_gives_the_trained_weights(trained_bun
         result = subprocess.run(
             [sys.executable, "-m", "monai.bundle", "download", "--name", NAME, "--bundle_dir", str(bundle_dir),
              "--url", f"{base}/{packed.name}", "--progress", "False"],
-            capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env=_local_env(),
+            capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env=local_env(),
             cwd=tmp_path)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     downloaded = bundle_dir / NAME

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medsa_monai.cli import main
 from medsa_monai.data import load_probabilities, make_synthetic_dataset
 
 SHAPE = (16, 20, 12)
@@ -54,6 +55,37 @@ def test_plan_datalist_and_trained_folds(pipeline):
         assert (root / "runs" / f"fold_{fold}" / "models" / "model.pt").is_file()
         log_dir = root / "runs" / f"fold_{fold}" / "eval" / "tensorboard"
         assert list(log_dir.iterdir())
+
+
+@pytest.mark.parametrize("fold", [2, -1])
+def test_a_fold_the_datalist_lacks_is_refused_before_the_run_folder_exists(pipeline, tmp_path, capsys, fold):
+    with pytest.raises(SystemExit):
+        main(["train", "--plan", str(pipeline["plan"]), "--fold", str(fold), "--output", str(tmp_path / "runs"),
+              "--set", *TRAIN_SET])
+    error = capsys.readouterr().err
+    assert "datalist.json" in error and ("it has folds 0..1" in error or "0 or more" in error)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_names_the_file_of_a_damaged_or_unfitting_model(pipeline, tmp_path, capsys):
+    import torch
+
+    from medsa_monai.networks import MedSA
+
+    root, data, plan = pipeline["root"], pipeline["data"], str(pipeline["plan"])
+    model = root / "runs" / "fold_0" / "models" / "model.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(model.read_bytes()[: model.stat().st_size // 3])
+    other = tmp_path / "other.pt"  # the same variant, four classes instead of two
+    torch.save(MedSA(3, 1, 5, "vit_tiny", image_size=96, trainable="full").state_dict(), other)
+    for bad, expected in ((truncated, "truncated or damaged"), (other, "does not fit the network of the plan")):
+        with pytest.raises(SystemExit):
+            main(["predict", "--model", str(bad), "--input", str(data / "imagesTr"), "--output",
+                  str(tmp_path / "out"), "--plan", plan])
+        error = capsys.readouterr().err
+        assert str(bad) in error and expected in error and len(error.splitlines()) <= 3, error
+    assert "class_prompts.weight: file (4, 256), network (2, 256)" in error and plan in error
+    assert not list((tmp_path / "out").glob("*.nii.gz")) if (tmp_path / "out").exists() else True
 
 
 def test_predict_evaluate_ensemble_postprocess(pipeline):

@@ -20,6 +20,7 @@ from medsa_monai.data import make_synthetic_dataset, split_cases
 from medsa_monai.planning import (
     PLAN_VERSION,
     assign_folds,
+    case_identifier,
     compute_fingerprint,
     dataset_cache_estimate,
     load_plan,
@@ -136,6 +137,56 @@ def test_folds_are_disjoint_complete_stratified_and_seeded():
         assert {f for f, cs in zip(folds, classes, strict=True) if c in cs} == {0, 1, 2, 3, 4}
     with pytest.raises(ValueError, match="num_folds"):
         assign_folds(classes[:3], 5)
+
+
+def test_folds_follow_sorted_case_identifiers_not_the_listing_order():
+    rng = np.random.RandomState(1)
+    names = [f"benign_{i}" for i in range(1, 31)] + [f"malignant_{i}" for i in range(1, 11)]
+    classes = {name: [0, 255] if rng.rand() < 0.8 else [0] for name in names}
+    plain = sorted(names, key=lambda n: (n.split("_")[0], str(int(n.split("_")[1]))))  # benign_1, benign_10, ...
+    nnunet = sorted(names, key=lambda n: f"{n}_0000")  # another listing of the same cases
+    assert plain != nnunet
+    folds = {}
+    for listing in (plain, nnunet, list(reversed(names))):
+        assigned = assign_folds([classes[n] for n in listing], 5, seed=0, case_ids=listing)
+        folds[tuple(listing)] = dict(zip(listing, assigned, strict=True))
+    first, *others = folds.values()
+    assert all(other == first for other in others)
+    assert sorted(np.bincount(list(first.values())).tolist()) == [8, 8, 8, 8, 8]
+    with pytest.raises(ValueError, match="name each of the 40 cases once"):
+        assign_folds([classes[n] for n in names], 5, case_ids=names[:-1] + names[:1])
+    items = [{"image": "/d/imagesTr/benign_3_0000.png", "label": "x", "case": "benign_3"},
+             {"image": ["/d/a/case_7.nii.gz", "/d/a/case_7_b.nii.gz"], "label": "y"}]
+    assert [case_identifier(item) for item in items] == ["benign_3", "case_7"]
+
+
+def test_a_plain_folder_and_an_nnunet_folder_of_the_same_cases_get_the_same_folds(tmp_path):
+    from medsa_monai.data import synthetic_case
+
+    rng = np.random.RandomState(2)
+    names = [f"case_{i}" for i in (1, 2, 10, 11, 100, 3, 20, 7)]  # listings differ: case_1, case_10, case_100, ...
+    plain, nnunet = tmp_path / "plain", tmp_path / "nnunet"
+    for folder in (plain / "images", plain / "labels", nnunet / "imagesTr", nnunet / "labelsTr"):
+        folder.mkdir(parents=True)
+    for name in names:
+        image, label = synthetic_case((12, 12, 6), rng)
+        for path, data in ((plain / "images" / f"{name}.nii.gz", image), (plain / "labels" / f"{name}.nii.gz", label),
+                           (nnunet / "imagesTr" / f"{name}_0000.nii.gz", image),
+                           (nnunet / "labelsTr" / f"{name}.nii.gz", label)):
+            nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    (plain / "labels.json").write_text(json.dumps({"0": "background", "1": "head", "2": "tail"}))
+    (nnunet / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MRI"}, "labels": {"background": 0, "head": 1, "tail": 2}, "numTraining": len(names),
+        "file_ending": ".nii.gz"}))
+    folds = []
+    for source in (plain, nnunet):
+        ingested, plans = tmp_path / f"{source.name}_ingested", tmp_path / f"{source.name}_plans"
+        main(["ingest", str(source), str(ingested)])
+        main(["plan", str(ingested / "dataset.json"), "--output-dir", str(plans), "--sam-variant", "vit_tiny",
+              "--memory-gb", "8", "--folds", "3"])
+        items = json.loads((plans / "datalist.json").read_text())["training"]
+        folds.append({item["case"]: item["fold"] for item in items})
+    assert set(folds[0]) == set(names) and folds[0] == folds[1]
 
 
 def test_shipped_task04_datalist():

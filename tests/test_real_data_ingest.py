@@ -105,7 +105,7 @@ def test_ct_plain_folder_declares_exactly_the_label_values_present(tmp_path):
         f"class_{present[-1]}"
     assert description["spatial_dims"] == 3 and description["modality"] == {"0": "CT"}
     assert description["training"] == [{"image": str(root / "images" / "abdomen.nii.gz"),
-                                         "label": str(root / "labels" / "abdomen.nii.gz")}]
+                                         "label": str(root / "labels" / "abdomen.nii.gz"), "case": "abdomen"}]
     _assert_loads(description, channels=1)
 
     fingerprint = compute_fingerprint(out)

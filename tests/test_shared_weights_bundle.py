@@ -1,6 +1,6 @@
 """Shared weights through a bundle, as a user runs it: training on a base checkpoint saves only what trained;
 evaluating, inferring, ``medsa predict``, export and pack / unpack load them onto that base; another base is
-refused with both hashes, a missing one with the file to fetch."""
+refused with both hashes, a missing one with the file to fetch; a packed model passes the MONAI model zoo's checks."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from medsa_monai.data import make_synthetic_lesion_folder
 from medsa_monai.data.hashing import file_sha256
 from medsa_monai.networks import read_weights_record
 
-from .conftest import TINY, randomise, reference_sam, run_monai_bundle
+from .conftest import TINY, local_env, randomise, reference_sam, run_monai_bundle, serving
 
 SKIN = Path(__file__).resolve().parents[1] / "bundles" / "samda_skin_lesion"
+SCHEMA = Path(__file__).parent / "data" / "bundle_metadata_schema.json"
+ZOO_FILE_LIMIT = 25 * 2**20  # the model zoo's limit per file kept in its repository (large files are linked)
 FAST = ["--sam_variant", "vit_tiny", "--image_size", "64", "--num_workers", "0", "--progress_bar", "False"]
 BASE = "base_vit_tiny.pth"
 
@@ -146,3 +148,115 @@ def test_export_loads_them_onto_the_base(bundle, tmp_path):
                               input_shape=(1, 3, 40, 52), bundle_root=str(bundle), sam_variant="vit_tiny",
                               image_size=64, sam_checkpoint=str(bundle / "models" / BASE))
     assert path.is_file()
+
+
+def zoo_checks(bundle: Path, schema: Path) -> list[str]:
+    """The MONAI model zoo's CPU checks of a bundle (its ``ci/verify_bundle.py`` and contributing guide), written
+    from their rules, run on the bundle's files as they are (no overrides); returns the checks passed, raises at
+    the first that fails."""
+    import yaml
+    from monai.apps.utils import download_url
+    from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
+
+    passed = []
+    large = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]
+    for entry in large:  # the zoo downloads every listed large file before anything else
+        download_url(entry["url"], str(bundle / entry["path"]), hash_val=entry.get("hash_val"),
+                     hash_type=entry.get("hash_type", "md5"))
+    for required in ("configs/metadata.json", "LICENSE", "models/model.pt", "configs/inference.json"):
+        assert (bundle / required).is_file(), f"necessary file {required} is not existing"
+    passed.append("directory")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"], "version is missing in changelog"
+    passed.append("version and changelog")
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema))
+    passed.append("metadata schema")
+    config = str(bundle / "configs" / "inference.json")
+    verify_net_in_out(net_id="network_def", meta_file=str(bundle / "configs" / "metadata.json"), config_file=config,
+                      bundle_root=str(bundle))
+    passed.append("data shape")
+    ckpt_export(net_id="network_def", filepath=str(bundle / "models" / "verify_model.ts"),
+                ckpt_file=str(bundle / "models" / "model.pt"), meta_file=str(bundle / "configs" / "metadata.json"),
+                config_file=config, bundle_root=str(bundle))
+    torch.jit.load(str(bundle / "models" / "verify_model.ts"))
+    passed.append("torchscript (scripted by ckpt_export)")
+    assert (bundle / "docs" / "README.md").is_file() and (bundle / "docs" / "data_license.txt").stat().st_size > 200
+    passed.append("model card and data licence")
+    card = (bundle / "docs" / "README.md").read_text()
+    for key, value in meta["eval_metrics"].items():
+        assert not isinstance(value, float) or f"{value:.3f}" in card, f"eval_metrics {key}={value} not in the card"
+    passed.append("eval_metrics from the card")
+    listed = {(bundle / e["path"]).resolve() for e in large} | {(bundle / "models" / "verify_model.ts").resolve()}
+    too_big = [str(p.relative_to(bundle)) for p in bundle.rglob("*")
+               if p.is_file() and p.resolve() not in listed and p.stat().st_size > ZOO_FILE_LIMIT]
+    assert not too_big, f"files over 25 MB: {too_big}"
+    passed.append("file sizes")
+    return passed
+
+
+def test_a_packed_model_passes_the_model_zoo_checks(bundle, tmp_path, monkeypatch):
+    source = tmp_path / "samda_skin_lesion"
+    shutil.copytree(bundle, source, ignore=shutil.ignore_patterns("eval", "*.pt"))
+    published = tmp_path / "published"
+    published.mkdir()
+    shutil.move(source / "models" / BASE, published / BASE)  # the base lives elsewhere, as on a release page
+    for key in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NO_PROXY", local_env()["NO_PROXY"])
+    with serving(published) as url:
+        (source / "large_files.yml").write_text(
+            f'large_files:\n  - path: "models/{BASE}"\n    url: "{url}/{BASE}"\n'
+            f'    hash_val: "{file_sha256(published / BASE)}"\n    hash_type: "sha256"\n')
+        archive = pack_bundle(source, tmp_path / "dist", model=bundle / "models" / "model.pt")
+        unpacked = unpack_bundle(archive, tmp_path / "zoo")
+        schema = tmp_path / "schema.json"
+        shutil.copy(SCHEMA, schema)
+        passed = zoo_checks(unpacked, schema)
+    assert len(passed) == 8
+    inference = json.loads((unpacked / "configs" / "inference.json").read_text())
+    assert (inference["sam_variant"], inference["image_size"]) == ("vit_tiny", 64)  # what the model was trained as
+    assert (unpacked / "models" / "model.pt").read_bytes() == (bundle / "models" / "model.pt").read_bytes()
+    assert json.loads((SKIN / "configs" / "inference.json").read_text())["sam_variant"] is None  # source untouched
+
+
+def test_pack_refuses_a_model_of_another_network(bundle, tmp_path):
+    from medsa_monai.networks import MedSA
+
+    other = tmp_path / "three_classes.pt"
+    torch.save(MedSA(2, 3, 4, "vit_tiny", image_size=64, trainable="full").state_dict(), other)
+    with pytest.raises(ValueError, match=r"three_classes.pt' does not fit the network of .*inference.json.*"
+                                         r"class_prompts.weight: file \(3, 256\), network \(1, 256\)"):
+        pack_bundle(bundle, tmp_path, model=other)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((bundle / "models" / "model.pt").read_bytes()[:4000])
+    with pytest.raises(ValueError, match=r"truncated.pt' \(4,000 bytes\) cannot be read as a PyTorch checkpoint: "
+                                         r"PytorchStreamReader failed reading zip archive: failed finding central "
+                                         r"directory; a truncated or damaged file"):
+        pack_bundle(bundle, tmp_path, model=truncated)
+    assert not list(tmp_path.glob("*.zip"))
+
+
+def test_pack_saves_a_whole_state_dict_on_a_frozen_base_as_shared_weights(bundle, tmp_path):
+    from medsa_monai.networks import MedSA
+
+    source = tmp_path / "samda_skin_lesion"
+    shutil.copytree(bundle, source, ignore=shutil.ignore_patterns("eval", "model.pt", "checkpoint_*"))
+    (source / "large_files.yml").write_text(
+        f'large_files:\n  - path: "models/{BASE}"\n    url: "https://example.org/{BASE}"\n'
+        f'    hash_val: "{file_sha256(source / "models" / BASE)}"\n    hash_type: "sha256"\n')
+    network = MedSA(2, 3, 2, "vit_tiny", sam_checkpoint=source / "models" / BASE, image_size=64, trainable="samda")
+    with torch.no_grad():
+        for p in network.parameters():
+            if p.requires_grad:
+                p.add_(0.05)
+    whole = tmp_path / "whole.pt"
+    torch.save(network.state_dict(), whole)
+    archive = pack_bundle(source, tmp_path / "dist", model=whole)
+    with zipfile.ZipFile(archive) as packed:
+        shipped = packed.read("samda_skin_lesion/models/model.pt")
+    assert len(shipped) < 0.3 * whole.stat().st_size
+    (tmp_path / "model.pt").write_bytes(shipped)
+    assert read_weights_record(tmp_path / "model.pt")["base"]["file"] == BASE
+    loaded = MedSA(2, 3, 2, "vit_tiny", sam_checkpoint=source / "models" / BASE, image_size=64, trainable="samda")
+    loaded.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    assert all(torch.equal(v, network.state_dict()[k]) for k, v in loaded.state_dict().items())

@@ -18,6 +18,7 @@ needs its base checkpoint listed there, see :mod:`~medsa_monai.networks.weights`
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from ..data.atomic import TEMP_PREFIX, atomic_path
 from ..data.hashing import file_sha256
 from ..networks.weights import read_weights_record
 from .large_files import large_file_entries
+from .shipped_model import stage_model
 
 __all__ = ["CHECKSUM_FILE", "BundleIntegrityError", "pack_bundle", "unpack_bundle", "verify_bundle"]
 
@@ -106,18 +108,15 @@ def bundle_files(bundle_dir: str | Path) -> list[PurePosixPath]:
     return sorted(found)
 
 
-def _check_base_listed(root: Path, files: list[PurePosixPath]) -> None:
+def _check_base_listed(root: Path, record: dict | None, model: Path) -> None:
     """A ``models/model.pt`` of shared weights is useless without its base: ``large_files`` must list that file."""
-    if PurePosixPath("models/model.pt") not in files:
-        return
-    record = read_weights_record(root / "models" / "model.pt")
     if record is None:
         return
     base = record["base"]
     if any(PurePosixPath(e["path"]).name == base["file"] for e in large_file_entries(root)):
         return
     raise ValueError(
-        f"'{root / 'models' / 'model.pt'}' holds shared weights for the base checkpoint '{base['file']}' (sha256 "
+        f"'{model}' holds shared weights for the base checkpoint '{base['file']}' (sha256 "
         f"{base['sha256']}), which {root / 'large_files.yml'} does not list, so the archive would not say where to "
         f"get it: publish the file and add an entry to large_files.yml (path: \"models/{base['file']}\", url: "
         f"<where you publish it>, hash_val: \"{base['sha256']}\", hash_type: \"sha256\")")
@@ -130,16 +129,27 @@ def _member(name: str, compress: bool) -> zipfile.ZipInfo:
     return info
 
 
-def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None) -> Path:
+def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, model: str | Path | None = None
+                ) -> Path:
     """Write ``<output_dir>/<name>_v<version>.zip`` (default: the current folder) with the bundle's files under
     ``<name>/`` and their ``<name>/checksums.sha256``; ``name`` is the bundle folder's name and ``version`` comes
-    from ``configs/metadata.json``. The zip appears whole or not at all. Returns its path."""
+    from ``configs/metadata.json``. The zip appears whole or not at all. Returns its path.
+
+    ``model``: a trained model file to ship as ``models/model.pt`` (the bundle's own is left as it is), checked
+    against the bundle's network and saved small where it can be
+    (:func:`~medsa_monai.bundle.shipped_model.stage_model`).
+    """
     root = Path(bundle_dir).resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"bundle folder '{bundle_dir}' not found")
     name, version = root.name, bundle_version(root)
     files = bundle_files(root)
-    _check_base_listed(root, files)
+    staged = stage_model(root, model) if model is not None else None
+    if staged is not None:
+        files = sorted(set(files) | {PurePosixPath(rel) for rel in staged.members})
+        _check_base_listed(root, staged.record, Path(model))
+    elif PurePosixPath("models/model.pt") in files:
+        _check_base_listed(root, read_weights_record(root / "models" / "model.pt"), root / "models" / "model.pt")
     if PurePosixPath("models/model.pt") not in files and PurePosixPath("models/model.ts") not in files:
         logger.warning(f"'{root}' has no models/model.pt: the archive holds configs only, and "
                        f"monai.bundle.load of it will fail")
@@ -149,7 +159,9 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None) ->
         for rel in files:
             digest = hashlib.sha256()
             info = _member(f"{name}/{rel.as_posix()}", not rel.name.endswith(_STORED_SUFFIXES))
-            with (root / rel).open("rb") as source, archive.open(info, "w", force_zip64=True) as member:
+            given = staged.members.get(rel.as_posix()) if staged is not None else None
+            with (io.BytesIO(given) if given is not None else (root / rel).open("rb")) as source, \
+                    archive.open(info, "w", force_zip64=True) as member:
                 while chunk := source.read(_CHUNK):
                     digest.update(chunk)
                     member.write(chunk)

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
-from ..data.loading import without_opaque_alpha
+from ..data.loading import check_image_header, without_opaque_alpha
 
 __all__ = ["FileInfo", "IMAGE_ENDINGS", "PHOTO_ENDINGS", "VOLUME_ENDINGS", "load_file", "read_image"]
 
@@ -120,6 +120,7 @@ def load_file(path: Path) -> tuple[FileInfo, np.ndarray]:
         channels = array.shape[2] if array.ndim == 3 else 1
         return FileInfo(file_format, tuple(array.shape[:2]), channels, channels, str(array.dtype), None, mode), array
     if file_format == "nifti":
+        check_image_header(path)
         # values as the pipeline's NibabelReader reads them (SimpleITK reads NaN as 0); geometry from the header
         array = np.asarray(nib.load(path).dataobj)
         header = sitk.ImageFileReader()

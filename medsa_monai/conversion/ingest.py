@@ -206,6 +206,8 @@ def ingest(root: str | Path, output_dir: str | Path, labels: Mapping | None = No
         dataset.regions_class_order = list(regions_class_order)
     found = inspect_dataset(dataset, tolerance)
     problems = found.problems
+    for warning in found.warnings:
+        logger.warning(warning)
     spec = None
     try:
         spec = label_spec(dataset, found.label_values)
@@ -230,7 +232,8 @@ def _write(dataset: RawDataset, found: Inspection, spec: LabelSpec, modality: Ma
     """Convert what needs converting and write ``dataset.json``, last."""
     converted = output_dir / "nifti"
     training = [{"image": _entry(_store_images(c, found.files, converted / "imagesTr")),
-                 "label": _store_label(c, found.files[c.label], converted / "labelsTr")} for c in dataset.training]
+                 "label": _store_label(c, found.files[c.label], converted / "labelsTr"), "case": c.name}
+                for c in dataset.training]
     test = [_entry(_store_images(c, found.files, converted / "imagesTs")) for c in dataset.test]
     dims = next(iter(found.spatial_dims.values()))
     description = {

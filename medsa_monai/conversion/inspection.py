@@ -23,6 +23,7 @@ class Inspection:
     each readable case's channel count and spatial dims (keyed by the case's first image file)."""
 
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # not errors, said once when ingesting
     files: dict[Path, FileInfo] = field(default_factory=dict)
     label_values: set[int] = field(default_factory=set)
     channels: dict[Path, int] = field(default_factory=dict)
@@ -197,7 +198,21 @@ def inspect_dataset(dataset: RawDataset, tolerance: float = 1e-3, check_test: bo
     for case, labelled in cases:
         _inspect_case(case, labelled, declared, tolerance, found)
     found.problems += _consistency_problems(dataset, [c for c, _ in cases], found)
+    found.warnings += _size_outliers([c for c, _ in cases], found)
     return found
+
+
+def _size_outliers(cases: list[Case], found: Inspection, factor: float = 8.0) -> list[str]:
+    """Cases whose image is more than ``factor`` times smaller than the median along an axis (a thumbnail, a
+    placeholder or a damaged export among real images): trained on, they are mostly resizing artefacts."""
+    sizes = {c.name: found.files[c.images[0]].size for c in cases if c.images and c.images[0] in found.files}
+    if len(sizes) < 3 or len({len(size) for size in sizes.values()}) != 1:
+        return []
+    median = [float(np.median([size[a] for size in sizes.values()])) for a in range(len(next(iter(sizes.values()))))]
+    text = " x ".join(f"{m:g}" for m in median)
+    return [f"{name}: its image is {' x '.join(map(str, size))}, far smaller than the data set's median {text} "
+            f"(a thumbnail or a damaged export?)" for name, size in sizes.items()
+            if any(s * factor < m for s, m in zip(size, median, strict=True))]
 
 
 def check_dataset(dataset: RawDataset, tolerance: float = 1e-3, check_test: bool = True) -> list[str]:

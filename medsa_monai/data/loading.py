@@ -4,16 +4,25 @@ RGB (or grey)."""
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 
 import monai.transforms
+import nibabel as nib
 import torch
 from monai.data import PILReader
 from PIL import Image
 
-__all__ = ["LoadImaged", "PHOTO_READER", "with_photo_reader", "without_opaque_alpha"]
+__all__ = ["LoadImaged", "MAX_VOXELS", "PHOTO_READER", "check_image_header", "with_photo_reader",
+           "without_opaque_alpha"]
 
 logger = logging.getLogger(__name__)
+
+MAX_VOXELS = 2**31
+"""The most voxels (times channels) an image may claim in its header before its data is read, about 8.6 GB as
+float32; the environment variable ``MEDSA_MAX_VOXELS`` sets another bound."""
 
 _ALPHA_MODES = {"RGBA": "RGB", "LA": "L", "PA": "P", "RGBa": "RGB", "La": "L"}
 _told = False
@@ -36,6 +45,36 @@ def without_opaque_alpha(image: Image.Image) -> Image.Image:
                     image.mode, _ALPHA_MODES[image.mode])
         _told = True
     return image.convert(_ALPHA_MODES[image.mode])
+
+
+def check_image_header(path: str | Path) -> None:
+    """Refuse a NIfTI file whose header claims more voxels than :data:`MAX_VOXELS` (or ``MEDSA_MAX_VOXELS``), or
+    more data than an uncompressed file holds, before any voxel is read: naming the file and the header's numbers,
+    instead of reserving memory for them. Other files, and headers that cannot be parsed (the reader says why), pass.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")) or not path.is_file():
+        return
+    try:
+        image = nib.load(path)
+        shape = tuple(int(s) for s in image.header.get_data_shape())
+        itemsize = image.header.get_data_dtype().itemsize
+        offset = int(image.dataobj.offset)
+    except Exception:  # not a NIfTI header: the reader's own error names the problem
+        return
+    voxels = math.prod(shape)
+    bound = int(os.environ.get("MEDSA_MAX_VOXELS", MAX_VOXELS))
+    claimed = " x ".join(map(str, shape))
+    if voxels > bound:
+        raise ValueError(f"'{path}': its header claims {claimed} voxels ({voxels:,}, {voxels * itemsize / 2**30:,.1f} "
+                         f"GiB), more than the {bound:,} read at most (MEDSA_MAX_VOXELS sets the bound); a damaged "
+                         f"header, or an image to crop or resample first")
+    expected = offset + voxels * itemsize
+    if name.endswith(".nii") and path.stat().st_size < expected:
+        raise ValueError(f"'{path}' is truncated: its header claims {claimed} voxels of "
+                         f"{image.header.get_data_dtype()} ({expected:,} bytes with the header), the file holds "
+                         f"{path.stat().st_size:,} bytes")
 
 
 PHOTO_READER = PILReader(converter=without_opaque_alpha)
@@ -62,6 +101,11 @@ class LoadImaged(monai.transforms.LoadImaged):
             with_photo_reader(self._loader)
 
     def __call__(self, data: Mapping[Hashable, str], reader=None) -> dict[Hashable, torch.Tensor]:
+        for key in self.keys:
+            files = data.get(key) if isinstance(data, Mapping) else None
+            for file in (files if isinstance(files, (list, tuple)) else [files]):
+                if isinstance(file, (str, Path)):
+                    check_image_header(file)
         try:
             return super().__call__(data, reader)
         except Exception as err:

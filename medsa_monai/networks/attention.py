@@ -9,8 +9,6 @@ attention kernels (flash / memory-efficient, also on the CPU) can run it without
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -33,40 +31,52 @@ def relative_position_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    grid: tuple[int, ...],
-    tables: tuple[torch.Tensor, ...],
+    grid: list[int],
+    tables: list[torch.Tensor],
 ) -> torch.Tensor:
     """Softmax attention with SAM's scale and decomposed relative-position bias along each grid axis.
 
     Args:
         q, k, v: ``(..., N, head_dim)`` with ``N = prod(grid)`` tokens laid out row-major on ``grid``.
-        grid: token grid shape, e.g. ``(H, W)`` or ``(D,)``.
+        grid: token grid shape, ``[H, W]`` or ``[D]``.
         tables: one gathered table per axis, ``(grid[a], grid[a], head_dim)``: entry ``[i, j]`` is the embedding of
             the offset between query position ``i`` and key position ``j`` (SAM's ``get_rel_pos`` output).
 
     Returns:
         ``(..., N, head_dim)``.
     """
+    if len(grid) != len(tables) or len(grid) not in (1, 2):
+        raise ValueError("relative_position_attention takes a 1-d or 2-d grid with one table per axis")
     head_dim = q.shape[-1]
-    lead = q.shape[:-2]
+    lead = list(q.shape[:-2])
     n = q.shape[-2]
-    q_grid = q.reshape(*lead, *grid, head_dim)
+    q_grid = q.reshape(lead + grid + [head_dim])
     q_parts = [q * head_dim**-0.5]
     k_parts = [k]
     index = torch.arange(n, device=q.device)
-    for axis, (size, table) in enumerate(zip(grid, tables, strict=True)):
+    for axis in range(len(grid)):
+        size = grid[axis]
         # rel[..., p, j] = q_p . table[p_axis, j]; einsum over the query's own axis position.
-        letters = "abcdef"[: len(grid)]
-        spec = f"...{letters}z,{letters[axis]}yz->...{letters}y"
-        q_parts.append(torch.einsum(spec, q_grid, table).reshape(*lead, n, size))
-        stride = math.prod(grid[axis + 1:])
-        onehot = F.one_hot(torch.div(index, stride, rounding_mode="floor") % size, size).to(k.dtype)
-        k_parts.append(onehot.expand(*lead, n, size))
+        if len(grid) == 1:
+            spec = "...az,ayz->...ay"
+        elif axis == 0:
+            spec = "...abz,ayz->...aby"
+        else:
+            spec = "...abz,byz->...aby"
+        q_parts.append(torch.einsum(spec, [q_grid, tables[axis]]).reshape(lead + [n, size]))
+        stride = 1
+        for later in grid[axis + 1:]:
+            stride *= later
+        step = torch.div(index, stride, rounding_mode="floor")
+        position = step - torch.div(step, size, rounding_mode="floor") * size  # step % size, in ops ONNX exports
+        onehot = (position[:, None] == torch.arange(size, device=q.device)[None, :]).to(k.dtype)  # size stays symbolic
+        k_parts.append(onehot.expand(lead + [n, size]))
     qa = torch.cat(q_parts, dim=-1)
     ka = torch.cat(k_parts, dim=-1)
     # Fused kernels need equal q/k/v widths that are multiples of 8: pad with zeros, which change no dot product.
-    width = -(-qa.shape[-1] // 8) * 8
+    width = (qa.shape[-1] + 7) // 8 * 8  # rounded up with positive operands: exported graphs truncate
     qa = F.pad(qa, (0, width - qa.shape[-1]))
     ka = F.pad(ka, (0, width - ka.shape[-1]))
     va = F.pad(v, (0, width - head_dim))
     return F.scaled_dot_product_attention(qa, ka, va, scale=1.0)[..., :head_dim]
+

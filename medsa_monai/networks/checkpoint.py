@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -20,8 +20,8 @@ from torch import nn
 
 from .variants import identify_variant
 
-__all__ = ["CheckpointMismatchError", "read_state_dict", "describe_state_dict", "resize_position_tables",
-           "load_state_dict_checked"]
+__all__ = ["CheckpointMismatchError", "load_checkpoint_file", "state_mismatch", "read_state_dict",
+           "describe_state_dict", "resize_position_tables", "load_state_dict_checked"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,42 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint whose keys or shapes do not fit the model it is loaded into."""
 
 
+def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu", what: str = "model file"):
+    """``torch.load(path, weights_only=True)`` with errors that name the file and say what it looks like: a missing
+    file, a truncated or damaged one (an interrupted download or copy), one that holds Python objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "it holds Python objects"
+        raise ValueError(f"{what} '{path}' cannot be read with weights_only=True ({reason}): it holds more than "
+                         f"tensors; only state dicts (as models/model.pt) and training checkpoints load") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{what} '{path}' ({path.stat().st_size:,} bytes) cannot be read as a PyTorch checkpoint: "
+                         f"{reason}; a truncated or damaged file (an interrupted download or copy?): get it again") \
+            from None
+
+
+def state_mismatch(target: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                   needed: Iterable[str] | None = None, shown: int = 4) -> str:
+    """How ``state`` does not fit a network whose state dict is ``target`` (``""`` when it fits): keys it has that
+    the network lacks, ``needed`` keys (default: all of the network's) it lacks, and shapes that differ, a few of
+    each with the counts, in one line."""
+    needed = set(target) if needed is None else set(needed)
+    problems = {
+        "not in the network": sorted(set(state) - set(target)),
+        "missing from the file": sorted(needed - set(state)),
+        "of another shape": [f"{k}: file {tuple(v.shape)}, network {tuple(target[k].shape)}"
+                             for k, v in state.items() if k in target and v.shape != target[k].shape],
+    }
+    return "; ".join(f"{label}: {', '.join(keys[:shown])}" + (f" ... ({len(keys)} in all)" if len(keys) > shown
+                                                               else "")
+                     for label, keys in problems.items() if keys)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{key: tensor}`` state dict, with ``weights_only=True``.
 
@@ -41,12 +77,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ``module.`` (saved from ``DistributedDataParallel``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file '{path}' does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise ValueError(f"'{path}' cannot be read as a PyTorch checkpoint with weights_only=True: {err}") from err
+    obj = load_checkpoint_file(path, what="checkpoint file")
     if isinstance(obj, Mapping) and isinstance(obj.get("medsa_weights"), Mapping):
         raise ValueError(f"'{path}' holds shared weights (only what trained, for the base checkpoint "
                          f"'{obj['medsa_weights']['base']['file']}'), not a SAM checkpoint: give it as the trained "

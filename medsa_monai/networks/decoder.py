@@ -109,6 +109,21 @@ class MedSAMaskDecoder(MaskDecoder):
     elements, classes) decode in one pass. A single embedding row is still repeated for all prompts, as in SAM.
     """
 
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As SAM's: masks ``(N, 3 or 1, S / 4, S / 4)`` and IoU predictions ``(N, 3 or 1)``."""
+        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                             dense_prompt_embeddings)
+        if multimask_output:
+            return masks[:, 1:], iou_pred[:, 1:]
+        return masks[:, :1], iou_pred[:, :1]
+
     def predict_masks(
         self,
         image_embeddings: torch.Tensor,
@@ -132,9 +147,10 @@ class MedSAMaskDecoder(MaskDecoder):
         mask_tokens_out = hs[:, 1: (1 + self.num_mask_tokens), :]
 
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
+        hyper_in_list: list[torch.Tensor] = []
+        for i, mlp in enumerate(self.output_hypernetworks_mlps):
+            hyper_in_list.append(mlp(mask_tokens_out[:, i, :]))
+        hyper_in = torch.stack(hyper_in_list, dim=1)
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
         return masks, self.iou_prediction_head(iou_token_out)

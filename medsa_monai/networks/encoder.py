@@ -113,14 +113,15 @@ class MedSABlock(Block):
     def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(n, L, 3 C)`` -> q, k, v of ``(n, heads, L, C / heads)``."""
         n, length, _ = qkv.shape
-        return qkv.reshape(n, length, 3, self.attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q_k_v = qkv.reshape(n, length, 3, self.attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return q_k_v[0], q_k_v[1], q_k_v[2]
 
     def _spatial_attention(self, qkv: torch.Tensor) -> torch.Tensor:
         """SAM's attention over each ``(h, w)`` grid of ``qkv (n, h, w, 3 C)``, projected: ``(n, h, w, C)``."""
         n, h, w, _ = qkv.shape
         q, k, v = self._split_heads(qkv.reshape(n, h * w, -1))
-        tables = (get_rel_pos(h, h, self.attn.rel_pos_h), get_rel_pos(w, w, self.attn.rel_pos_w))
-        out = relative_position_attention(q, k, v, (h, w), tables)
+        tables = [get_rel_pos(h, h, self.attn.rel_pos_h), get_rel_pos(w, w, self.attn.rel_pos_w)]
+        out = relative_position_attention(q, k, v, [h, w], tables)
         return self.attn.proj(out.transpose(1, 2).reshape(n, h, w, -1))
 
     def _depth_attention(self, qkv: torch.Tensor, depth: int) -> torch.Tensor:
@@ -131,7 +132,7 @@ class MedSABlock(Block):
         tokens = qkv.reshape(bd // depth, depth, h * w, c3).transpose(1, 2)  # (B, H*W, D, 3C)
         q, k, v = self._split_heads(tokens.reshape(-1, depth, c3))
         table = gather_relative_table(self.attn.rel_pos_h + self.depth_rel_pos, depth)
-        out = relative_position_attention(q, k, v, (depth,), (table,))  # (B*H*W, heads, D, C/heads)
+        out = relative_position_attention(q, k, v, [depth], [table])  # (B*H*W, heads, D, C/heads)
         out = out.transpose(1, 2).reshape(bd // depth, h * w, depth, -1).transpose(1, 2)
         return self.Depth_Adapter(self.attn.proj(out.reshape(bd, h, w, -1)))
 
@@ -192,7 +193,7 @@ class MedSAImageEncoder(ImageEncoderViT):
         if self.pos_embed is not None:
             x = x + self.pos_embed
         for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
+            if not torch.jit.is_scripting() and self.gradient_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, depth, use_reentrant=False)
             else:
                 x = block(x, depth)

@@ -194,10 +194,19 @@ class MedSA(nn.Module):
         """Image ``(B, C, H, W[, D])`` -> the image encoder's input ``(B * D, 3, S, S)``, one row per image or slice
         (slices of a volume consecutive): resized to ``image_size``, through the input layer, SAM's intensities."""
         self.check_image(image)
-        slices = image.permute(0, 4, 1, 2, 3).reshape(-1, *image.shape[1:4]) if self.spatial_dims == 3 else image
+        return self.sam_frame(image)
+
+    def sam_frame(self, image: torch.Tensor, always_resize: bool = False) -> torch.Tensor:
+        """:meth:`sam_input` without the input checks (for graph export, where a check on values cannot run);
+        ``always_resize`` resizes an image already at ``image_size`` too (an identity), so that a graph recorded at
+        one size takes any."""
+        slices = image
+        if self.spatial_dims == 3:
+            slices = image.permute(0, 4, 1, 2, 3).reshape(-1, image.shape[1], image.shape[2], image.shape[3])
         # under torch.jit.trace the branch is frozen at the example's size: always resize (an identity at the same
         # size), so a traced network resizes inputs of any size as the eager one does
-        if torch.jit.is_tracing() or tuple(slices.shape[-2:]) != (self.image_size, self.image_size):
+        if (always_resize or torch.jit.is_tracing() or slices.shape[-2] != self.image_size
+                or slices.shape[-1] != self.image_size):
             slices = F.interpolate(slices, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False, antialias=True)
         if self.input_layer is not None:
@@ -261,9 +270,28 @@ class MedSA(nn.Module):
         low_res = low_res.view(batch, depth, classes, side, side)
         return low_res.permute(0, 2, 3, 4, 1) if self.spatial_dims == 3 else low_res[:, 0]
 
-    def postprocess(self, low_res: torch.Tensor, spatial_shape: tuple[int, ...]) -> torch.Tensor:
+    def decode_automatic(self, embeddings: torch.Tensor, batch: int, depth: int = 1) -> torch.Tensor:
+        """Embeddings ``(B * D, 256, S / 16, S / 16)`` -> low-resolution logits ``(B, K, S / 4, S / 4[, D])`` of
+        automatic mode: every (row, class) pair decoded from its class's learned prompt embedding.
+
+        The same as :meth:`decode` without prompts, in a form ``torch.jit.script`` compiles."""
+        rows, classes = embeddings.shape[0], self.num_classes
+        if rows != batch * depth:
+            raise ValueError(f"{rows} embeddings do not fit {batch} image(s) of {depth} slice(s)")
+        pairs = torch.arange(rows * classes, device=embeddings.device)
+        row = torch.div(pairs, classes, rounding_mode="floor")
+        sparse = self.class_prompts(pairs % classes)[:, None]
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            1, -1, embeddings.shape[-2], embeddings.shape[-1])
+        decoded, _ = self.mask_decoder(embeddings[row], self.prompt_encoder.get_dense_pe(), sparse, dense,
+                                       multimask_output=False)
+        side = self.image_size // 4
+        low_res = decoded[:, 0].reshape(batch, depth, classes, side, side)
+        return low_res.permute(0, 2, 3, 4, 1) if self.spatial_dims == 3 else low_res[:, 0]
+
+    def postprocess(self, low_res: torch.Tensor, spatial_shape: list[int]) -> torch.Tensor:
         """Low-resolution logits ``(B, K, m, m[, D])`` -> logits ``(B, out_channels, *spatial_shape)``."""
-        height, width = spatial_shape[:2]
+        height, width = spatial_shape[0], spatial_shape[1]
         if self.spatial_dims == 3:
             b, k, m, _, d = low_res.shape
             flat = low_res.permute(0, 4, 1, 2, 3).reshape(b * d, k, m, m)
@@ -295,26 +323,38 @@ class MedSA(nn.Module):
         boxes: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Image ``(B, C, H, W[, D])`` and optional prompts (one set) -> logits ``(B, out_channels, H, W[, D])``."""
-        return self.predict(image, points, point_labels, boxes, mask_inputs)[0]
+        """Image ``(B, C, H, W[, D])`` and optional prompts (one set) -> logits ``(B, out_channels, H, W[, D])``.
+
+        ``torch.jit.script`` compiles automatic mode (the image alone); a scripted network refuses prompts."""
+        prompted = points is not None or point_labels is not None or boxes is not None or mask_inputs is not None
+        if not torch.jit.is_scripting():
+            if prompted:
+                return self.predict(image, points, point_labels, boxes, mask_inputs)[0]
+        elif prompted:
+            raise RuntimeError("this TorchScript MedSA decodes automatic mode only (the image alone); prompts go to "
+                               "the PyTorch network or the ONNX prompt decoder (medsa export --format onnx)")
+        embeddings = self.encode(image)
+        depth = image.shape[4] if self.spatial_dims == 3 else 1
+        return self.postprocess(self.decode_automatic(embeddings, image.shape[0], depth), image.shape[2:])
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
     def check_image(self, image: torch.Tensor) -> None:
         """Raise ``ValueError`` for an image of the wrong rank or channel count, or with NaN / infinite values."""
         expected = self.spatial_dims + 2
+        shape = _shape_text(image.shape)
         if image.ndim != expected:
             layout = "(B, C, H, W)" if self.spatial_dims == 2 else "(B, C, H, W, D)"
             raise ValueError(f"MedSA(spatial_dims={self.spatial_dims}) expects a {expected}-d image {layout}, "
-                             f"got shape {tuple(image.shape)}")
+                             f"got shape {shape}")
         if image.shape[1] != self.in_channels:
             raise ValueError(f"MedSA(in_channels={self.in_channels}) got an image with {image.shape[1]} channels "
-                             f"(shape {tuple(image.shape)}); expected {self.in_channels} (clicks sent as guidance "
+                             f"(shape {shape}); expected {self.in_channels} (clicks sent as guidance "
                              f"channels go to medsa_monai.predictor.MedSAPredictor(click_guidance=True))")
         if not image.is_floating_point():
             raise ValueError(f"image must be a floating-point tensor, got {image.dtype}")
-        if not torch.isfinite(image).all():
-            raise ValueError(f"image of shape {tuple(image.shape)} contains NaN or infinite values")
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(f"image of shape {shape} contains NaN or infinite values")
 
     def _prompt_embeddings(self, prompts: SamPrompts, has_points: bool, has_box: bool, row: torch.Tensor,
                            cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,6 +397,10 @@ class MedSA(nn.Module):
             return slices
         scale = 255.0 if self.intensity == "unit" else 1.0
         return (slices * scale - self.pixel_mean) / self.pixel_std
+
+
+def _shape_text(shape: list[int]) -> str:
+    return "(" + ", ".join([str(size) for size in shape]) + ")"
 
 
 def _check_arguments(spatial_dims: int, in_channels: int, out_channels: int, intensity: str,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
+import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
 from .checkpoint import load_state_dict_checked, read_state_dict
@@ -43,15 +46,35 @@ def encoder_kwargs(variant: SamVariant, image_size: int) -> dict:
     )
 
 
+class PositionEmbedding(PositionEmbeddingRandom):
+    """SAM's ``PositionEmbeddingRandom`` (same buffer, same values) in a form ``torch.jit.script`` compiles."""
+
+    def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
+        coords = 2 * coords - 1
+        coords = coords @ self.positional_encoding_gaussian_matrix
+        coords = 2 * math.pi * coords
+        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+
+    def forward(self, size: tuple[int, int]) -> torch.Tensor:
+        """Encoding of an ``(h, w)`` grid: ``(C, h, w)``."""
+        h, w = size
+        grid = torch.ones((h, w), device=self.positional_encoding_gaussian_matrix.device, dtype=torch.float32)
+        y_embed = (grid.cumsum(dim=0) - 0.5) / h
+        x_embed = (grid.cumsum(dim=1) - 0.5) / w
+        return self._pe_encoding(torch.stack([x_embed, y_embed], dim=-1)).permute(2, 0, 1)
+
+
 def build_prompt_encoder(variant: SamVariant, image_size: int) -> PromptEncoder:
     """SAM's prompt encoder with its image and embedding sizes set for ``image_size``."""
     grid = check_image_size(image_size, variant)
-    return PromptEncoder(
+    encoder = PromptEncoder(
         embed_dim=variant.prompt_embed_dim,
         image_embedding_size=(grid, grid),
         input_image_size=(image_size, image_size),
         mask_in_chans=16,
     )
+    encoder.pe_layer.__class__ = PositionEmbedding  # same state; a new instance would draw from the RNG again
+    return encoder
 
 
 def build_sam(variant: str = "vit_b", checkpoint: str | Path | None = None, image_size: int = 1024) -> Sam:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..data.hashing import file_sha256
-from .checkpoint import CheckpointMismatchError, describe_state_dict
+from .checkpoint import CheckpointMismatchError, describe_state_dict, load_checkpoint_file
 from .presets import SAM_GROUPS, TRAINABLE_PRESETS, parameter_group
 from .variants import SAM_VARIANTS
 
@@ -108,7 +108,7 @@ def is_trained_weights(obj) -> bool:
 
 def read_weights_record(path: str | Path) -> dict | None:
     """The record of the shared-weights file at ``path``, or ``None`` for a plain state dict (whole network)."""
-    obj = torch.load(path, map_location="meta", weights_only=True)
+    obj = load_checkpoint_file(path, map_location="meta")
     return dict(obj[WEIGHTS_RECORD]) if is_trained_weights(obj) else None
 
 
@@ -156,7 +156,8 @@ def load_trained_weights(network: nn.Module, weights: Mapping, source: str = "th
 
 def base_for_weights(weights: str | Path, sam_checkpoint: str | Path | None) -> str | None:
     """The base checkpoint a network must be built on to load the weights file ``weights``: ``sam_checkpoint``
-    when ``weights`` holds shared weights (checked to exist and to be the right file), ``None`` when it holds a
+    when ``weights`` holds shared weights (checked to exist and to be the right file; when it is not given, or is
+    a missing file in the folder of ``weights``, the base's own file there), ``None`` when it holds a
     whole network, or does not exist (a warning: e.g. ``monai.bundle.load`` without ``bundle_root``, whose copy of
     the weights by key would then land on a network without its base)."""
     weights = Path(weights)
@@ -168,6 +169,10 @@ def base_for_weights(weights: str | Path, sam_checkpoint: str | Path | None) -> 
     if record is None:
         return None
     wanted = BaseCheckpoint(**record["base"])
+    beside = weights.parent / wanted.file  # where a packed bundle's large_files.yml puts the base
+    default = sam_checkpoint is None or Path(sam_checkpoint).parent.resolve() == weights.parent.resolve()
+    if default and beside.is_file() and (sam_checkpoint is None or not Path(sam_checkpoint).is_file()):
+        sam_checkpoint = beside
     if sam_checkpoint is None or not Path(sam_checkpoint).is_file():
         raise FileNotFoundError(
             f"'{weights}' holds only what trained ({record['trainable']} preset) and needs its base checkpoint "

@@ -3,7 +3,7 @@ datalists, and the memory model the plan is fitted with."""
 
 from .._deprecated import moved_names
 from .fingerprint import compute_fingerprint, load_fingerprint
-from .folds import assign_folds, datalist_num_folds, write_fold_datalist
+from .folds import assign_folds, case_identifier, datalist_num_folds, write_fold_datalist
 from .memory import memory_per_slice, saved_activation_bytes
 from .plan import CONFIGURATIONS, OVERRIDABLE, PLAN_VERSION, Plan, PlanError, load_plan, slice_last_indices
 from .planner import dataset_cache_estimate, make_plan, slice_axis, target_spacing
@@ -15,6 +15,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "assign_folds",
+    "case_identifier",
     "compute_fingerprint",
     "datalist_num_folds",
     "dataset_cache_estimate",

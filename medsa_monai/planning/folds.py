@@ -10,17 +10,31 @@ import numpy as np
 
 from ..data.io import write_json
 
-__all__ = ["assign_folds", "write_fold_datalist", "datalist_num_folds"]
+__all__ = ["assign_folds", "case_identifier", "write_fold_datalist", "datalist_num_folds"]
 
 
-def assign_folds(classes_per_case: Sequence[Sequence[int]], num_folds: int = 5, seed: int = 0) -> list[int]:
+def assign_folds(classes_per_case: Sequence[Sequence[int]], num_folds: int = 5, seed: int = 0,
+                 case_ids: Sequence[str] | None = None) -> list[int]:
     """A fold index for each case, balancing case counts and spreading each class over all folds.
 
     Classes are placed rarest first: the cases holding a class are shuffled (seeded) and each goes to the fold that
     has the fewest cases of that class, then the fewest cases overall. A class present in at least ``num_folds``
     cases thus reaches every fold. Cases without foreground are spread last.
+
+    With ``case_ids`` the cases are taken in the sorted order of their identifiers (as nnU-Net sorts them before
+    its seeded split), so the folds of a case do not depend on the order its files were listed in.
     """
     n = len(classes_per_case)
+    if case_ids is not None:
+        if len(case_ids) != n or len(set(case_ids)) != n:
+            raise ValueError(f"case_ids must name each of the {n} cases once, got {len(case_ids)} "
+                             f"({len(set(case_ids))} distinct)")
+        order = sorted(range(n), key=lambda i: case_ids[i])
+        sorted_folds = assign_folds([classes_per_case[i] for i in order], num_folds, seed)
+        folds = [0] * n
+        for position, i in enumerate(order):
+            folds[i] = sorted_folds[position]
+        return folds
     if num_folds < 2 or num_folds > n:
         raise ValueError(f"need 2 <= num_folds <= number of cases ({n}), got {num_folds}")
     rng = np.random.RandomState(seed)
@@ -46,6 +60,20 @@ def assign_folds(classes_per_case: Sequence[Sequence[int]], num_folds: int = 5, 
             folds[i] = fold
             sizes[fold] += 1
     return folds
+
+
+def case_identifier(item: dict) -> str:
+    """A training item's case identifier: its ``case`` (written by ``medsa ingest``: the case name of the source
+    layout, e.g. ``benign_100`` for ``benign_100.png`` and for nnU-Net's ``benign_100_0000.png``), else the file
+    name of its (first) image without the extension."""
+    if item.get("case"):
+        return str(item["case"])
+    image = item["image"][0] if isinstance(item["image"], list) else item["image"]
+    name = Path(str(image)).name
+    for suffix in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def write_fold_datalist(path: str | Path, training: Sequence[dict], folds: Sequence[int], test: Sequence = (),

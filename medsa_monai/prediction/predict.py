@@ -13,6 +13,8 @@ from monai.bundle import ConfigParser
 
 from ..data.atomic import remove_stale_temporaries
 from ..data.writers import IMAGE_ENDINGS, case_name
+from ..networks.checkpoint import CheckpointMismatchError, describe_state_dict, load_checkpoint_file, state_mismatch
+from ..networks.weights import WEIGHTS_RECORD, is_trained_weights, saved_keys
 
 __all__ = ["predict_folder", "input_cases"]
 
@@ -98,7 +100,28 @@ def predict_folder(
         dims = parser.get_parsed_content("plan").spatial_dims
         parser["inferer"] = {"_target_": "medsa_monai.predictor.MirroringInferer",
                              "inferer": copy.deepcopy(parser["inferer"]), "axes": list(range(dims))}
+    described_by = f"plan '{plan_file}'" if plan_file else f"bundle '{Path(bundle_dir) / 'configs' / 'inference.json'}'"
+    _check_model_fits(parser.get_parsed_content("network_def"), checkpoint, described_by)
     parser.get_parsed_content("initialize")
     parser.get_parsed_content("evaluator").run()
     written = {f"{c['case']}{suffix}" for c in cases for suffix in (".nii.gz", ".png")}
     return sorted(p for p in output_dir.iterdir() if p.name in written)
+
+
+def _check_model_fits(network, checkpoint: Path, described_by: str) -> None:
+    """Refuse, in one line naming both files, a model that does not fit the network the plan (or bundle) builds,
+    before MONAI's checkpoint loader would print every key."""
+    state = load_checkpoint_file(checkpoint)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a training checkpoint
+        state = state["model"]
+    if is_trained_weights(state):
+        tensors = {k: v for k, v in state.items() if k != WEIGHTS_RECORD}
+        details = state_mismatch(network.state_dict(), tensors, saved_keys(network))
+    else:
+        tensors = state
+        details = state_mismatch(network.state_dict(), tensors)
+    if details:
+        raise CheckpointMismatchError(
+            f"model '{checkpoint}' does not fit the network of the {described_by} ({network.sam_variant} at "
+            f"{network.image_size}, {network.in_channels} input and {network.out_channels} output channels, "
+            f"trainable={network.trainable!r}); the model looks like {describe_state_dict(tensors)}: {details}")

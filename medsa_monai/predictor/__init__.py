@@ -8,6 +8,7 @@ from .corrections import confine_to_clicked_regions, pending_clicks
 from .dense_prompts import draw_prompt_maps, with_prompt_maps
 from .embedding_cache import EmbeddingCache
 from .inferers import ClickAwareInferer, MirroringInferer, planned_inferer
+from .onnx_predictor import OnnxPredictor
 from .predictor import MedSAPredictor, unwrap_network
 from .propagation import EMPTY_LOGIT, low_res_boxes, propagate_prompts
 
@@ -19,6 +20,7 @@ __all__ = [
     "EmbeddingCache",
     "MedSAPredictor",
     "MirroringInferer",
+    "OnnxPredictor",
     "calibrated_propagation_weight",
     "calibrated_removal_radius",
     "clicks_from_request",
