@@ -140,7 +140,7 @@ def _train(args: argparse.Namespace) -> None:
 
     from .data.io import write_json
     from .demo import find_bundle
-    from .planning import Plan
+    from .planning.plan import TRAINED_PLAN, Plan
 
     plan = Plan.load(args.plan)  # refuses a missing, damaged or outdated plan before anything is written
     if plan.datalist_file and Path(plan.datalist_file).is_file() and not args.dataset_dir:
@@ -154,6 +154,7 @@ def _train(args: argparse.Namespace) -> None:
     configs = bundle / "configs"
     out = Path(args.output) / f"fold_{args.fold}"
     overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    plan.save(out / TRAINED_PLAN)  # what the models of this run are trained with: `medsa predict` checks it
     write_json(out / "training_overrides.json", overrides)  # `medsa predict` rebuilds the same network from it
     run("training", config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"), plan_file=str(Path(args.plan).resolve()), fold=args.fold,
@@ -426,7 +427,8 @@ def _add_predict_command(commands) -> None:
     predict.add_argument("--model", required=True, help="model.pt or checkpoint_epoch=N.pt")
     predict.add_argument("--input", required=True)
     predict.add_argument("--output", required=True)
-    predict.add_argument("--plan")
+    predict.add_argument("--plan", help="the plan the model was trained with (default: the plan.json `medsa train` "
+                         "wrote beside the model's models/ folder, which a given plan must agree with)")
     predict.add_argument("--bundle")
     predict.add_argument("--pattern", default=None, help="which input files (default: every NIfTI, NRRD, MHA, PNG, "
                          "JPEG, BMP and TIFF file; nnU-Net's <case>_0000, _0001... channel files are grouped)")

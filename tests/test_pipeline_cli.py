@@ -67,6 +67,25 @@ def test_a_fold_the_datalist_lacks_is_refused_before_the_run_folder_exists(pipel
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_model_knows_its_plan(pipeline, tmp_path, capsys):
+    root, data, plan = pipeline["root"], pipeline["data"], pipeline["plan"]
+    run = root / "runs" / "fold_0"
+    assert json.loads((run / "plan.json").read_text()) == json.loads(plan.read_text())
+    relabelled = json.loads(plan.read_text())
+    relabelled["labels"] = {"0": "background", "1": "tail", "2": "head"}  # the same shapes, another label order
+    other = tmp_path / "other_plan.json"
+    other.write_text(json.dumps(relabelled))
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(run / "models" / "model.pt"), "--input", str(data / "imagesTr"), "--output",
+              str(tmp_path / "out"), "--plan", str(other)])
+    error = capsys.readouterr().err
+    assert f"was trained with the plan '{run / 'plan.json'}', whose labels is" in error and str(other) in error
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    main(["predict", "--model", str(run / "models" / "model.pt"), "--input", str(data / "imagesTr"), "--output",
+          str(tmp_path / "own"), "--pattern", "synth_000.nii.gz"])  # no --plan: the model's own
+    assert [p.name for p in (tmp_path / "own").iterdir()] == ["synth_000.nii.gz"]
+
+
 def test_predict_names_the_file_of_a_damaged_or_unfitting_model(pipeline, tmp_path, capsys):
     import torch
 

@@ -189,6 +189,22 @@ def test_a_plain_folder_and_an_nnunet_folder_of_the_same_cases_get_the_same_fold
     assert set(folds[0]) == set(names) and folds[0] == folds[1]
 
 
+def test_exact_intensity_statistics_equal_numpy_over_every_voxel():
+    from medsa_monai.planning.fingerprint import _exact_statistics, _foreground_counts
+
+    rng = np.random.RandomState(3)
+    cases = [rng.randint(-1024, 2000, size=(1, 30, 40)).astype(np.int16) for _ in range(3)]
+    masks = [rng.rand(30, 40) < 0.3 for _ in range(3)]
+    tables = [_foreground_counts(image, mask)[0] for image, mask in zip(cases, masks, strict=True)]
+    pooled = np.concatenate([image[0][mask] for image, mask in zip(cases, masks, strict=True)]).astype(np.float64)
+    exact = _exact_statistics(tables)
+    for q, key in ((0.5, "percentile_00_5"), (99.5, "percentile_99_5")):
+        assert exact[key] == pytest.approx(np.percentile(pooled, q), abs=1e-9)
+    assert exact["mean"] == pytest.approx(pooled.mean()) and exact["std"] == pytest.approx(pooled.std())
+    assert (exact["min"], exact["max"]) == (pooled.min(), pooled.max())
+    assert _foreground_counts(np.full((1, 4, 4), 0.5, np.float32), np.ones((4, 4), bool)) == [None]  # not integers
+
+
 def test_shipped_task04_datalist():
     path = ROOT / "datalists" / "msd_task04_hippocampus.json"
     training = load_decathlon_datalist(str(path), True, "training", "/data/Task04_Hippocampus")

@@ -112,6 +112,14 @@ def test_ct_plain_folder_declares_exactly_the_label_values_present(tmp_path):
     assert fingerprint["spatial_dims"] == 3 and fingerprint["median_spacing"] == [3.0, 3.0, 3.0]
     plan = make_plan(fingerprint, sam_variant="vit_b", memory_gb=24)
     assert plan["num_classes"] == len(present) and plan["normalization"][0]["scheme"] == "ct"
+    # CT's window from every foreground voxel (110,225 here), not from a sample: nnU-Net's [-995, 389]
+    image = np.asarray(nib.load(source / "example_ct_sm.nii.gz").dataobj).astype(np.float64)
+    foreground = image[np.asarray(nib.load(source / "example_seg.nii.gz").dataobj) > 0]
+    statistics = fingerprint["foreground_intensity"][0]
+    assert statistics["exact"] and foreground.size == 110_225
+    assert statistics["percentile_00_5"] == np.percentile(foreground, 0.5) == -995.0
+    assert statistics["percentile_99_5"] == pytest.approx(np.percentile(foreground, 99.5), abs=1e-9)
+    assert round(statistics["percentile_99_5"]) == 390 and statistics["mean"] == pytest.approx(foreground.mean())
 
 
 def test_task04_msd_subset(tmp_path):

@@ -136,6 +136,49 @@ def _foreground_samples(data: np.ndarray, foreground: np.ndarray, rng: np.random
     return samples
 
 
+MAX_DISTINCT_VALUES = 65_536
+"""Integer-valued channels (CT in HU, 8 / 16-bit images) with at most this many distinct foreground values keep a
+table of value counts, from which the data set's percentiles, mean and standard deviation are exact."""
+
+
+def _foreground_counts(data: np.ndarray, foreground: np.ndarray) -> list[dict | None]:
+    """Per channel, ``{"values": [...], "counts": [...]}`` of every foreground value (the whole image when it has no
+    foreground) when the values are integers with few enough distinct ones; else ``None`` (the samples are used)."""
+    tables = []
+    for channel in data:
+        values = channel[foreground] if foreground.any() else channel.ravel()
+        if values.size == 0 or not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
+            tables.append(None)
+            continue
+        distinct, counts = np.unique(values.astype(np.int64), return_counts=True)
+        tables.append({"values": distinct.tolist(), "counts": counts.tolist()}
+                      if distinct.size <= MAX_DISTINCT_VALUES else None)
+    return tables
+
+
+def _exact_statistics(tables: Sequence[dict]) -> dict:
+    """Mean, std, min, max and the 0.5 / 99.5 percentiles (NumPy's linear interpolation) of all the voxels the
+    value-count tables describe, as ``np.percentile`` of the voxels themselves would give them."""
+    values = np.concatenate([np.asarray(t["values"], dtype=np.int64) for t in tables])
+    counts = np.concatenate([np.asarray(t["counts"], dtype=np.int64) for t in tables])
+    distinct, inverse = np.unique(values, return_inverse=True)
+    merged = np.bincount(inverse, weights=counts).astype(np.int64)
+    total = int(merged.sum())
+    cumulative = np.cumsum(merged)
+
+    def percentile(q: float) -> float:
+        position = q / 100 * (total - 1)
+        low, high = int(np.floor(position)), int(np.ceil(position))
+        at_low = distinct[np.searchsorted(cumulative, low + 1)]
+        at_high = distinct[np.searchsorted(cumulative, high + 1)]
+        return float(at_low + (at_high - at_low) * (position - low))
+
+    mean = float((distinct * merged).sum() / total)
+    return {"mean": mean, "std": float(np.sqrt((merged * (distinct - mean) ** 2).sum() / total)),
+            "percentile_00_5": percentile(0.5), "percentile_99_5": percentile(99.5),
+            "min": float(distinct[0]), "max": float(distinct[-1]), "exact": True}
+
+
 def case_fingerprint(image_path, label_path, spec: LabelSpec, rng: np.random.RandomState,
                      spatial_dims: int | None = None, image_format: str | None = None) -> dict:
     """Spacing, shape, channels, foreground intensity samples per channel, voxels per label value (and per region),
@@ -154,6 +197,7 @@ def case_fingerprint(image_path, label_path, spec: LabelSpec, rng: np.random.Ran
         "dtype": info["dtype"],
         "photographic_8bit": info["is_8bit"] and is_photographic_format(image_path, image_format),
         "foreground_samples": _foreground_samples(data, foreground, rng),
+        "foreground_counts": _foreground_counts(data, foreground),
         "class_voxels": {str(v): int(np.count_nonzero(seg == v)) for v in spec.values},
         "region_voxels": {name: int(np.count_nonzero(mask)) for name, mask in masks.items()},
         "nonzero_bbox_fraction": bbox_fraction,
@@ -162,11 +206,16 @@ def case_fingerprint(image_path, label_path, spec: LabelSpec, rng: np.random.Ran
 
 
 def _intensity_statistics(per_case: Sequence[dict], channel: int) -> dict:
+    """Exact statistics over every foreground voxel when each case kept a value-count table of the channel; else
+    from the pooled samples (up to :data:`SAMPLES_PER_CASE` per case)."""
+    tables = [(c.get("foreground_counts") or [None] * (channel + 1))[channel] for c in per_case]
+    if all(t is not None for t in tables):
+        return _exact_statistics(tables)
     pooled = np.concatenate([np.asarray(c["foreground_samples"][channel], dtype=np.float64) for c in per_case])
     return {
         "mean": float(pooled.mean()), "std": float(pooled.std()),
         "percentile_00_5": float(np.percentile(pooled, 0.5)), "percentile_99_5": float(np.percentile(pooled, 99.5)),
-        "min": float(pooled.min()), "max": float(pooled.max()),
+        "min": float(pooled.min()), "max": float(pooled.max()), "exact": False,
     }
 
 
@@ -187,7 +236,8 @@ def compute_fingerprint(dataset_json: str | Path, output: str | Path | None = No
     (``medsa_ingest.image_format``, or ``None``), ``photographic_8bit`` (every image an 8-bit photograph),
     ``image_dtypes``; ``spacings`` / ``shapes`` per case (2D photographs: spacing ``[1, 1]``), ``median_spacing``,
     ``median_shape``; per-channel ``foreground_intensity`` statistics (``mean``, ``std``, ``percentile_00_5``,
-    ``percentile_99_5``, ``min``, ``max``, from up to 10 000 foreground voxels per case, foreground: label > 0);
+    ``percentile_99_5``, ``min``, ``max``, ``exact``: over every foreground voxel for integer-valued channels such as
+    CT, else from up to 10 000 foreground voxels per case; foreground: label > 0);
     ``labels`` / ``regions`` / ``regions_class_order`` (:meth:`LabelSpec.to_description`); per declared value
     ``class_voxel_fraction`` and ``cases_with_class``; per region ``region_voxel_fraction`` and
     ``cases_with_region`` (empty without regions); ``classes_per_case`` (the values present, for the folds);

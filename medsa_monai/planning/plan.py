@@ -18,8 +18,8 @@ from typing import Any
 from ..data.io import write_json
 from ..data.labels import LabelSpec
 
-__all__ = ["Plan", "PlanError", "load_plan", "slice_last_indices", "PLAN_VERSION", "CONFIGURATIONS",
-           "OVERRIDABLE"]
+__all__ = ["MODEL_KEYS", "TRAINED_PLAN", "Plan", "PlanError", "load_plan", "slice_last_indices", "PLAN_VERSION",
+           "CONFIGURATIONS", "OVERRIDABLE"]
 
 PLAN_VERSION = 2
 CONFIGURATIONS = ("3d", "2d")
@@ -195,6 +195,15 @@ class Plan(Mapping):
         """Write ``plan.json`` (atomically)."""
         return write_json(path, self.to_dict())
 
+    def first_difference(self, other: Plan) -> tuple[str, Any, Any] | None:
+        """The first of :data:`MODEL_KEYS` (what a trained model depends on) whose value differs between the two
+        plans, with both values; ``None`` when a model of one fits the other."""
+        for key in MODEL_KEYS:
+            mine, theirs = _comparable(getattr(self, key)), _comparable(getattr(other, key))
+            if mine != theirs:
+                return key, mine, theirs
+        return None
+
     # -- what the configs read --------------------------------------------------------------------------------
 
     @property
@@ -309,3 +318,24 @@ def load_plan(path: str | Path | None) -> Plan | dict:
     if path is None or str(path).strip().lower() in ("", "none", "null"):
         return {}
     return Plan.load(path)
+
+
+TRAINED_PLAN = "plan.json"
+"""The copy of the plan ``medsa train`` writes into a run folder, beside ``models/``: what its models were trained
+with."""
+
+MODEL_KEYS = ("labels", "regions", "regions_class_order", "label_aliases", "spatial_dims", "in_channels",
+              "configuration", "slice_axis", "pixdim", "intensity", "normalization", "sam_variant", "image_size",
+              "patch_size")
+"""What a trained model depends on: label values and names, regions, channels and their normalisation, the
+configuration and geometry, the SAM variant and image size. A model used with a plan that differs in one of them
+computes something else than it was trained for (another label order, other intensities), without a shape error."""
+
+
+def _comparable(value):
+    """JSON-like values compared as JSON would write them (tuples as lists, mapping keys as strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _comparable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    return value

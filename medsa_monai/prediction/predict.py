@@ -15,6 +15,7 @@ from ..data.atomic import remove_stale_temporaries
 from ..data.writers import IMAGE_ENDINGS, case_name
 from ..networks.checkpoint import CheckpointMismatchError, describe_state_dict, load_checkpoint_file, state_mismatch
 from ..networks.weights import WEIGHTS_RECORD, is_trained_weights, saved_keys
+from ..planning.plan import TRAINED_PLAN, Plan, PlanError
 
 __all__ = ["predict_folder", "input_cases"]
 
@@ -66,7 +67,8 @@ def predict_folder(
     Args:
         checkpoint: the trained weights (``model.pt``, or a ``checkpoint_epoch=N.pt`` training state).
         bundle_dir: the bundle folder (``configs/inference.json``).
-        plan_file: the plan the model was trained with (``medsa plan``), if any.
+        plan_file: the plan the model was trained with (``medsa plan``); by default the ``plan.json`` that
+            ``medsa train`` wrote beside the model's ``models/`` folder, which a given plan must agree with.
         pattern: which files of ``input_dir`` (see :func:`input_cases`).
         mirror: average the logits over mirror images along all spatial axes (:class:`MirroringInferer`).
         save_probabilities: also write the class (or region) probabilities in the original geometry.
@@ -80,6 +82,7 @@ def predict_folder(
     cases = input_cases(input_dir, pattern)
     if not cases:
         raise FileNotFoundError(f"no images in '{input_dir}'" + (f" match '{pattern}'" if pattern else ""))
+    plan_file = _plan_of_model(checkpoint, plan_file)
     trained_with = checkpoint.resolve().parent.parent / "training_overrides.json"
     stale = remove_stale_temporaries(output_dir)
     if stale:
@@ -125,3 +128,25 @@ def _check_model_fits(network, checkpoint: Path, described_by: str) -> None:
             f"model '{checkpoint}' does not fit the network of the {described_by} ({network.sam_variant} at "
             f"{network.image_size}, {network.in_channels} input and {network.out_channels} output channels, "
             f"trainable={network.trainable!r}); the model looks like {describe_state_dict(tensors)}: {details}")
+
+
+def _plan_of_model(checkpoint: Path, plan_file: str | Path | None) -> str | Path | None:
+    """The plan to predict with: the one ``medsa train`` wrote beside the model (``<run>/plan.json``), checked
+    against ``plan_file`` when both exist (a difference in a key the model depends on is an error naming both files
+    and the key); ``plan_file`` alone for a model of an earlier version, with a warning that it cannot be checked."""
+    trained = checkpoint.resolve().parent.parent / TRAINED_PLAN
+    if not trained.is_file():
+        if plan_file is not None:
+            logger.warning("'%s' has no %s beside its models/ folder (trained by an earlier version or elsewhere): "
+                           "whether it was trained with '%s' cannot be checked", checkpoint, TRAINED_PLAN, plan_file)
+        return plan_file
+    if plan_file is None:
+        logger.info("predicting with the plan the model was trained with, '%s'", trained)
+        return str(trained)
+    difference = Plan.load(trained).first_difference(Plan.load(plan_file))
+    if difference is not None:
+        key, trained_value, given_value = difference
+        raise PlanError(f"model '{checkpoint}' was trained with the plan '{trained}', whose {key} is "
+                        f"{json.dumps(trained_value)}; '{plan_file}' has {json.dumps(given_value)}: leave out --plan "
+                        f"to predict with the model's own plan")
+    return plan_file
