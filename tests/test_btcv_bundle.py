@@ -140,6 +140,7 @@ def test_inference_on_a_volume_larger_than_the_patch_keeps_its_geometry(dataset,
     assert out.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(out.dataobj))) <= set(range(14))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CT_EXAMPLE.is_dir(), reason="../shared/data/CT_example is absent")
 def test_real_ct_loads_windows_and_trains(tmp_path):
     data = tmp_path / "ct_example"

@@ -81,9 +81,9 @@ def test_a_model_knows_its_plan(pipeline, tmp_path, capsys):
     error = capsys.readouterr().err
     assert f"was trained with the plan '{run / 'plan.json'}', whose labels is" in error and str(other) in error
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
-    main(["predict", "--model", str(run / "models" / "model.pt"), "--input", str(data / "imagesTr"), "--output",
-          str(tmp_path / "own"), "--pattern", "synth_000.nii.gz"])  # no --plan: the model's own
-    assert [p.name for p in (tmp_path / "own").iterdir()] == ["synth_000.nii.gz"]
+    medsa("predict", "--model", str(run / "models" / "model.pt"), "--input", str(data / "imagesTr"), "--output",
+          str(tmp_path / "own"), "--pattern", "synth_000.nii.gz")  # no --plan: the model's own
+    assert sorted(p.name for p in (tmp_path / "own").iterdir()) == ["plan.json", "synth_000.nii.gz"]
 
 
 def test_predict_names_the_file_of_a_damaged_or_unfitting_model(pipeline, tmp_path, capsys):
@@ -135,6 +135,8 @@ def test_predict_evaluate_ensemble_postprocess(pipeline):
     second, _ = load_probabilities(root / "pred1" / f"{case}.npz")
     assert np.allclose(averaged, (first + second) / 2, atol=2e-3)
     assert np.array_equal(np.asarray(nib.load(root / "ensemble" / f"{case}.nii.gz").dataobj), averaged.argmax(0))
+    assert json.loads((root / "ensemble" / "plan.json").read_text()) == json.loads((root / "pred0" / "plan.json")
+                                                                                  .read_text())
 
     rules = root / "postprocessing.json"
     medsa("postprocess", "determine", "--pred", str(root / "pred0"), "--ref", str(data / "labelsTr"), "--labels",
@@ -144,6 +146,24 @@ def test_predict_evaluate_ensemble_postprocess(pipeline):
     medsa("postprocess", "apply", "--input", str(root / "ensemble"), "--output", str(root / "final"), "--rules",
           str(rules))
     assert sorted(p.name for p in (root / "final").glob("*.nii.gz")) == names
+
+
+def test_ensemble_refuses_folders_predicted_with_different_plans(pipeline, tmp_path, capsys):
+    from medsa_monai.data import save_probabilities
+
+    plan = json.loads(pipeline["plan"].read_text())
+    folders = []
+    for name, labels in (("a", plan["labels"]), ("b", {"0": "background", "1": "tail", "2": "head"})):
+        folder = tmp_path / name
+        folder.mkdir()
+        save_probabilities(folder / "case.npz", np.full((3, 4, 4, 2), 1 / 3, np.float32), np.eye(4))
+        (folder / "plan.json").write_text(json.dumps({**plan, "labels": labels}))
+        folders.append(str(folder))
+    with pytest.raises(SystemExit):
+        main(["ensemble", *folders, "--output", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert f"'{folders[0]}' was predicted with a plan whose labels is" in error and folders[1] in error
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])

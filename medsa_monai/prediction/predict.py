@@ -107,6 +107,8 @@ def predict_folder(
     _check_model_fits(parser.get_parsed_content("network_def"), checkpoint, described_by)
     parser.get_parsed_content("initialize")
     parser.get_parsed_content("evaluator").run()
+    if plan_file is not None:  # what the predictions were made with: `medsa ensemble` checks the folders agree
+        Plan.load(plan_file).save(output_dir / TRAINED_PLAN)
     written = {f"{c['case']}{suffix}" for c in cases for suffix in (".nii.gz", ".png")}
     return sorted(p for p in output_dir.iterdir() if p.name in written)
 
