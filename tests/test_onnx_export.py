@@ -113,7 +113,6 @@ def test_predictor_refuses_bad_input(exported_2d):
         OnnxPredictor(paths["encoder"].parent / "absent")
 
 
-@pytest.mark.slow
 def test_vit_b_graphs_equal_pytorch(tmp_path):
     torch.manual_seed(0)
     network = _perturbed(MedSA(2, 1, 2, "vit_b", image_size=64, trainable="samda"))
