@@ -74,7 +74,6 @@ class PromptDecoderGraph(nn.Module):
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
-        self.with_offsets = network.click_depth_embed is not None
 
     def _point_tokens(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         encoder = self.network.prompt_encoder

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import write_json
+from ..data.writers import case_name
 
 __all__ = ["assign_folds", "case_identifier", "write_fold_datalist", "datalist_num_folds"]
 
@@ -69,11 +70,7 @@ def case_identifier(item: dict) -> str:
     if item.get("case"):
         return str(item["case"])
     image = item["image"][0] if isinstance(item["image"], list) else item["image"]
-    name = Path(str(image)).name
-    for suffix in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    return case_name(image)
 
 
 def write_fold_datalist(path: str | Path, training: Sequence[dict], folds: Sequence[int], test: Sequence = (),

@@ -199,7 +199,7 @@ class Plan(Mapping):
         """The first of :data:`MODEL_KEYS` (what a trained model depends on) whose value differs between the two
         plans, with both values; ``None`` when a model of one fits the other."""
         for key in MODEL_KEYS:
-            mine, theirs = _comparable(getattr(self, key)), _comparable(getattr(other, key))
+            mine, theirs = _plain(getattr(self, key)), _plain(getattr(other, key))
             if mine != theirs:
                 return key, mine, theirs
         return None
@@ -330,12 +330,3 @@ MODEL_KEYS = ("labels", "regions", "regions_class_order", "label_aliases", "spat
 """What a trained model depends on: label values and names, regions, channels and their normalisation, the
 configuration and geometry, the SAM variant and image size. A model used with a plan that differs in one of them
 computes something else than it was trained for (another label order, other intensities), without a shape error."""
-
-
-def _comparable(value):
-    """JSON-like values compared as JSON would write them (tuples as lists, mapping keys as strings)."""
-    if isinstance(value, Mapping):
-        return {str(k): _comparable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_comparable(v) for v in value]
-    return value
