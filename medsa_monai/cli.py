@@ -126,12 +126,12 @@ def _plan(args: argparse.Namespace) -> None:
                             seed=args.seed)
     plan = make_plan(fingerprint, sam_variant=args.sam_variant, memory_gb=args.memory_gb, amp=not args.no_amp,
                      datalist_file=str(datalist.resolve()), configuration=args.configuration,
-                     cache_memory_gb=args.cache_memory_gb)
+                     cache_memory_gb=args.cache_memory_gb, keep_aspect=not args.squeeze_2d)
     plan.save(out / "plan.json")
     print(json.dumps({k: plan[k] for k in ("configuration", "spatial_dims", "slice_axis", "in_channels", "num_classes",
                                            "class_names", "has_regions", "sam_variant", "image_size", "pixdim",
-                                           "patch_size", "batch_size", "sw_batch_size", "intensity", "normalization",
-                                           "dataset_cache", "num_folds")}, indent=1))
+                                           "patch_size", "keep_aspect", "batch_size", "sw_batch_size", "intensity",
+                                           "normalization", "dataset_cache", "num_folds")}, indent=1))
     print(f"wrote {out / 'fingerprint.json'}, {out / 'plan.json'} and {datalist}")
 
 
@@ -140,7 +140,7 @@ def _train(args: argparse.Namespace) -> None:
 
     from .data.io import write_json
     from .demo import find_bundle
-    from .planning.plan import TRAINED_PLAN, Plan
+    from .planning.plan import TRAINING_OVERRIDES, Plan
 
     plan = Plan.load(args.plan)  # refuses a missing, damaged or outdated plan before anything is written
     if plan.datalist_file and Path(plan.datalist_file).is_file() and not args.dataset_dir:
@@ -154,8 +154,7 @@ def _train(args: argparse.Namespace) -> None:
     configs = bundle / "configs"
     out = Path(args.output) / f"fold_{args.fold}"
     overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
-    plan.save(out / TRAINED_PLAN)  # what the models of this run are trained with: `medsa predict` checks it
-    write_json(out / "training_overrides.json", overrides)  # `medsa predict` rebuilds the same network from it
+    write_json(out / TRAINING_OVERRIDES, overrides)  # `medsa predict` rebuilds the same network from it
     run("training", config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"), plan_file=str(Path(args.plan).resolve()), fold=args.fold,
         bundle_root=str(out.resolve()), **({"dataset_dir": args.dataset_dir} if args.dataset_dir else {}),
@@ -195,15 +194,18 @@ def _predict(args: argparse.Namespace) -> None:
     overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
     written = predict_folder(args.input, args.output, args.model, args.bundle or find_bundle(), args.plan,
                              args.pattern, mirror=args.mirror, save_probabilities=args.save_probabilities,
-                             overrides=overrides)
-    print(f"wrote {len(written)} label maps to {args.output}")
+                             overrides=overrides, output_format=args.output_format)
+    segs = sum(p.suffix == ".dcm" for p in written)
+    print(f"wrote {len(written) - segs} label maps" + (f" and {segs} DICOM SEG objects" if segs else "") +
+          f" to {args.output}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation.folder import evaluate_folder
 
     output = Path(args.output) if args.output else Path(args.pred) / "summary.json"
-    summary = evaluate_folder(args.pred, args.ref, _label_spec(args.labels), output, cup_to_disc=args.cup_to_disc)
+    summary = evaluate_folder(args.pred, args.ref, _evaluated_labels(Path(args.pred), args.labels), output,
+                              cup_to_disc=args.cup_to_disc)
     for key, metrics in summary["mean"].items():
         print(f"  {summary['class_names'][key]:>12}: Dice {metrics['Dice']:.4f}  IoU {metrics['IoU']:.4f}  "
               f"HD95 {metrics['HD95']:.2f}")
@@ -213,6 +215,29 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"  {'vCDR':>12}: MAE {vcdr['mae']:.4f} +- {vcdr['std']:.4f} ({vcdr['count']} cases, "
               f"{vcdr['skipped']} without a disc)")
     print(f"wrote {output}")
+
+
+def _evaluated_labels(predictions: Path, labels: str | None):
+    """The labels to evaluate with: ``--labels``, checked against the plan the predictions were made with
+    (``plan.json`` that ``medsa predict`` and ``medsa ensemble`` write beside them), or that plan's alone."""
+    from .planning.plan import TRAINED_PLAN, Plan, PlanError
+
+    carried = predictions / TRAINED_PLAN
+    if labels is None:
+        if not carried.is_file():
+            raise ValueError(f"'{predictions}' holds no {TRAINED_PLAN} (predictions of `medsa predict` carry the "
+                             f"plan they were made with): give --labels (the data set's dataset.json)")
+        return Plan.load(carried).label_spec
+    spec = _label_spec(labels)
+    if carried.is_file():
+        made_with = Plan.load(carried).label_spec.to_description()
+        given = spec.to_description()
+        for key in ("labels", "regions"):
+            if made_with[key] != given[key]:
+                raise PlanError(f"the predictions in '{predictions}' were made with the plan '{carried}', whose "
+                                f"{key} is {json.dumps(made_with[key])}; '{labels}' has {json.dumps(given[key])}: "
+                                f"leave out --labels to evaluate with the predictions' own labels")
+    return spec
 
 
 def _name_pair(text: str) -> list[str]:
@@ -373,6 +398,9 @@ def _add_plan_command(commands) -> None:
     plan.add_argument("--sam-variant", default="vit_b", choices=sorted(SAM_VARIANTS))
     plan.add_argument("--memory-gb", type=float, default=24.0, help="GPU memory budget of one training process")
     plan.add_argument("--no-amp", action="store_true", help="plan for fp32 training")
+    plan.add_argument("--squeeze-2d", action="store_true",
+                      help="resize 2D images whole to the median image's shape (SAM's square frame squeezes them) "
+                           "instead of padding them to a square that keeps their aspect ratio")
     plan.add_argument("--folds", type=int, default=5)
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--datalist", help="use this datalist with folds instead of making one")
@@ -436,7 +464,52 @@ def _add_predict_command(commands) -> None:
     predict.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz (for ensembles)")
     predict.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
                          help="config overrides (those of `medsa train` are read from its run folder)")
+    predict.add_argument("--output-format", choices=("nifti", "seg"), default="nifti",
+                         help="seg: also a DICOM SEG (<case>.dcm) referencing each input DICOM series")
     predict.set_defaults(func=_predict)
+
+
+def _dicom(args: argparse.Namespace) -> None:
+    from .conversion.dicom_series import check_series, series_to_nifti, write_series
+
+    if args.dicom_command == "series":
+        written = write_series(args.volume, args.output, modality=args.modality, patient_id=args.patient_id,
+                               series_description=args.description)
+        print(f"wrote {len(written)} {args.modality} slices to {args.output}")
+    elif args.dicom_command == "check":
+        info = check_series(args.folder)
+        print(f"{args.folder}: one {info.modality} series of {len(info.files)} slices {info.slice_step:.3f} mm apart "
+              f"(series {info.series_instance_uid})")
+    elif args.dicom_command == "to-nifti":
+        print(f"wrote {series_to_nifti(args.folder, args.output)}")
+    else:
+        from .prediction.dicom_seg import write_dicom_seg
+
+        print(f"wrote {write_dicom_seg(args.label, args.series, args.output, _label_spec(args.labels))}")
+
+
+def _add_dicom_command(commands) -> None:
+    dicom = commands.add_parser("dicom", help="DICOM series and SEG: write a volume as a series (to load data into a "
+                                              "PACS), check or convert a series, write a label map as DICOM SEG")
+    sub = dicom.add_subparsers(dest="dicom_command", required=True)
+    series = sub.add_parser("series", help="write a NIfTI volume as a DICOM series (one file per slice)")
+    series.add_argument("volume")
+    series.add_argument("output", help="a new or empty folder")
+    series.add_argument("--modality", default="MR", choices=("MR", "CT", "OT"))
+    series.add_argument("--patient-id", default="anonymous")
+    series.add_argument("--description", default=None, help="SeriesDescription (default: the file's name)")
+    check = sub.add_parser("check", help="check that a folder holds one complete, consistent series")
+    check.add_argument("folder")
+    to_nifti = sub.add_parser("to-nifti", help="read a checked series into a NIfTI volume")
+    to_nifti.add_argument("folder")
+    to_nifti.add_argument("output")
+    seg = sub.add_parser("seg", help="write a label map (NIfTI, in the series' geometry) as a DICOM SEG")
+    seg.add_argument("label")
+    seg.add_argument("series", help="the series folder the label map was predicted from")
+    seg.add_argument("output", help="the .dcm file to write")
+    seg.add_argument("--labels", required=True, help="dataset.json, plan.json or {value: name} JSON")
+    for command in (series, check, to_nifti, seg):
+        command.set_defaults(func=_dicom)
 
 
 def _add_evaluate_command(commands) -> None:
@@ -444,7 +517,8 @@ def _add_evaluate_command(commands) -> None:
                                                     "predicted label maps (NIfTI or PNG)")
     evaluate.add_argument("--pred", required=True)
     evaluate.add_argument("--ref", required=True)
-    evaluate.add_argument("--labels", required=True, help="dataset.json, plan.json or {value: name} JSON")
+    evaluate.add_argument("--labels", help="dataset.json, plan.json or {value: name} JSON (default: the labels of "
+                                           "the plan.json that medsa predict wrote beside the predictions)")
     evaluate.add_argument("--output", help="summary.json (default: <pred>/summary.json)")
     evaluate.add_argument("--cup-to-disc", type=_name_pair, metavar="DISC,CUP",
                           help="also the vertical cup-to-disc ratio (REFUGE vCDR) of 2D fundus images and its mean "
@@ -548,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_params_command, _add_demo_command, _add_ingest_command, _add_ph2_command, _add_plan_command,
                 _add_pretrain_command, _add_train_command, _add_predict_command, _add_evaluate_command,
-                _add_ensemble_command, _add_post_command, _add_bundle_command, _add_export_command):
+                _add_ensemble_command, _add_post_command, _add_bundle_command, _add_export_command,
+                _add_dicom_command):
         add(commands)
     return parser
 

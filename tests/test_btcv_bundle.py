@@ -108,7 +108,7 @@ def test_windowing_and_geometry_of_the_loading(dataset):
 
 
 def test_training_evaluation_with_every_prompt_protocol(dataset, trained):
-    assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=1.pt", "model.pt",
+    assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=1.pt", "model.pt", "plan.json",
                                                                       "propagation.json"]
     bundle_cli("run", "evaluating", "--config_file", f"['{TRAIN}','{CONFIGS / 'evaluate.json'}']", "--dataset_dir",
                str(dataset), "--bundle_root", str(trained), "--interactive_clicks", "2", "--protocol_clicks", "2",

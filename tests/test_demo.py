@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert image.size == (4 * 3 * 32, 4 * 40)  # three 32 x 40 slices side by side, shown 4x
     # model.pt: the last epoch is always validated (val_interval 5 > 2 epochs), the demo evaluates the last epoch
     # and the propagation weight chosen on the training cases after training
-    assert sorted(p.name for p in (out / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt",
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt", "plan.json",
                                                                   "propagation.json"]
     calibration = json.loads((out / "models" / "propagation.json").read_text())
     assert calibration["cases"] == 5 and calibration["checkpoint"] is None  # the last epoch, as evaluated

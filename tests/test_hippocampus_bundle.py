@@ -106,7 +106,8 @@ def test_missing_sam_checkpoint_says_how_to_get_it(dataset, tmp_path):
 
 def test_training_writes_best_and_resumable_checkpoints(trained):
     files = sorted(p.name for p in (trained / "models").iterdir())
-    assert files == ["checkpoint_epoch=2.pt", "model.pt", "propagation.json"]  # + the propagation weight chosen
+    # + the propagation weight chosen and the plan it was trained with
+    assert files == ["checkpoint_epoch=2.pt", "model.pt", "plan.json", "propagation.json"]
     # chosen for the model inference.json loads, the best validation epoch, not the network as training left it
     assert json.loads((trained / "models" / "propagation.json").read_text())["checkpoint"] == "model.pt"
     assert list((trained / "eval" / "tensorboard").iterdir())

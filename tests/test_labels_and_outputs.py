@@ -110,6 +110,49 @@ def test_png_label_maps_round_trip_in_original_values_and_orientation(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "mask_seg.png")), mask)  # named by its source
 
 
+def test_keep_aspect_pads_2d_images_to_a_square_and_predictions_come_back(tmp_path):
+    """A plan's ``keep_aspect``: a 30 x 60 photograph is resized to 24 x 48 and padded to 48 x 48, so a square
+    lesion stays square (resized whole, it would be squeezed to 8 x 16); a click in the file's pixels lands on the
+    lesion; a prediction comes back at 30 x 60 in the file's values."""
+    from medsa_monai.predictor import AddClickGuidanced
+
+    mask = np.zeros((30, 60), np.uint8)
+    mask[10:20, 40:50] = 255
+    image = np.dstack([np.where(mask > 0, 200, 40)] * 3).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    spec = LabelSpec.from_description({"labels": {"0": "background", "255": "lesion"}})
+    load = Compose(loading_transforms(["image", "label"], 2, spec, image_channels=3, square_side=48))
+    item = load({"image": str(tmp_path / "img.png"), "label": str(tmp_path / "mask.png")})
+    assert item["image"].shape == (3, 48, 48) and item["label"].shape == (1, 48, 48)
+    lesion = torch.nonzero(item["label"][0])
+    assert (lesion.max(0).values - lesion.min(0).values + 1).tolist() == [8, 8]  # 10 x 10 pixels at 48 / 60
+    assert float(item["image"][:, :, :12].abs().max()) == 0.0  # padding (columns first: 30 rows -> 24 + 2 x 12)
+    from medsa_monai.planning import Plan
+    from medsa_monai.preprocessing import planned_loading
+
+    plan = Plan.from_dict({"labels": {"0": "background", "255": "lesion"}, "spatial_dims": 2, "in_channels": 3,
+                           "patch_size": [48, 48], "keep_aspect": True})
+    planned = Compose(planned_loading(plan, ["image"]))({"image": str(tmp_path / "img.png")})["image"]
+    assert planned.shape == (3, 48, 48) and torch.equal(planned, item["image"])
+
+    preprocessing = Compose(loading_transforms(["image"], 2, spec, image_channels=3, square_side=48))
+    clicked = Compose([preprocessing, AddClickGuidanced("image", {"background": 0, "lesion": 1})])(
+        {"image": str(tmp_path / "img.png"), "lesion": [[45, 15]]})  # MONAI's order: column 45, row 15
+    assert clicked["image"].shape == (5, 48, 48)
+    at = tuple(torch.nonzero(clicked["image"][4])[0].tolist())
+    assert item["label"][0][at] == 1
+
+    item = preprocessing({"image": str(tmp_path / "img.png")})
+    target = load({"image": str(tmp_path / "img.png"), "label": str(tmp_path / "mask.png")})["label"]
+    item["pred"] = torch.cat([1 - target, target]).float() * 10 - 5  # logits of the resized and padded lesion
+    for step in inference_output_transforms(spec, preprocessing, tmp_path / "out", "seg", spatial_dims=2):
+        item = step(item)
+    written = np.asarray(Image.open(tmp_path / "out" / "img_seg.png"))
+    assert written.shape == (30, 60) and set(np.unique(written)) == {0, 255}
+    assert (written == mask).mean() > 0.99  # back through the padding and the resize, nearest-neighbour
+
+
 def test_volume_predictions_come_back_in_the_input_geometry_and_values(tmp_path):
     from monai.utils import convert_to_dst_type
 

@@ -274,6 +274,34 @@ class Server:
 SHARED = ("medsa_hippocampus_mri", "samda_skin_lesion")  # served with shared weights; the CT bundle whole
 
 
+def test_monailabel_refuses_a_model_trained_with_another_plan(tmp_path):
+    """MONAI Label builds the bundle's network from inference.json, whose plan checks the plan the model was
+    trained with (models/plan.json, written by training): one that differs is refused naming both, before any
+    image is segmented with the wrong labels."""
+    pytest.importorskip("monailabel", reason="monailabel is not installed (the [monailabel] extra)")
+    from monailabel.tasks.infer.bundle import BundleInferTask
+
+    from medsa_monai.planning import Plan, PlanError
+
+    bundle = tmp_path / "samda_skin_lesion"
+    _write_tiny_bundle(SKIN, bundle, SKIN_TINY)
+    plan = _tiny_parser(bundle, "inference.json", {}).get_parsed_content("plan")
+    assert plan.image_size == SKIN_TINY["image_size"]
+    relabelled = Plan.from_dict({**plan.to_dict(), "labels": {"0": "background", "255": "nevus"}})
+    relabelled.save(bundle / "models" / "plan.json")
+    with pytest.raises(RuntimeError) as refused:  # MONAI's config parser wraps what a component raises
+        BundleInferTask(str(bundle), {})
+    assert isinstance(refused.value.__cause__, PlanError)
+    message = str(refused.value.__cause__)
+    assert f"model '{bundle / 'models' / 'model.pt'}' was trained with the plan '{bundle / 'models' / 'plan.json'}'"\
+           in message and 'whose labels is {"0": "background", "255": "nevus"}' in message
+    assert "the bundle's bundle_plan with sam_variant='vit_tiny', image_size=64" in message
+    assert 'has {"0": "background", "255": "lesion"}' in message
+    assert f"give --plan_file '{bundle / 'models' / 'plan.json'}'" in message
+    plan.save(bundle / "models" / "plan.json")  # the plan it was trained with: served
+    assert BundleInferTask(str(bundle), {}).valid
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint) -> Server:
     pytest.importorskip("monailabel", reason="monailabel is not installed: `bash scripts/setup_env.sh` installs "

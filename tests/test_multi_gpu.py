@@ -76,7 +76,7 @@ def check_run(out: Path, logs: Path, train_images: int, iterations: int, calibra
     assert ranks[0]["state_sha256"] == ranks[1]["state_sha256"]
     models = out / "bundle" / "models0"
     # rank 0 also chose a 3D model's propagation weight after training
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"] + (
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt", "model.pt", "plan.json"] + (
         ["propagation.json"] if calibrated else [])
     assert state_dict_sha256(torch.load(models / "model.pt", weights_only=True)) == ranks[0]["state_sha256"]
     # only rank 0 wrote checkpoints, TensorBoard scalars and the loss / metric log lines

@@ -70,7 +70,8 @@ def test_a_fold_the_datalist_lacks_is_refused_before_the_run_folder_exists(pipel
 def test_a_model_knows_its_plan(pipeline, tmp_path, capsys):
     root, data, plan = pipeline["root"], pipeline["data"], pipeline["plan"]
     run = root / "runs" / "fold_0"
-    assert json.loads((run / "plan.json").read_text()) == json.loads(plan.read_text())
+    trained = run / "models" / "plan.json"  # written by the bundle's training, beside the models it saves
+    assert json.loads(trained.read_text()) == json.loads(plan.read_text())
     relabelled = json.loads(plan.read_text())
     relabelled["labels"] = {"0": "background", "1": "tail", "2": "head"}  # the same shapes, another label order
     other = tmp_path / "other_plan.json"
@@ -79,11 +80,73 @@ def test_a_model_knows_its_plan(pipeline, tmp_path, capsys):
         main(["predict", "--model", str(run / "models" / "model.pt"), "--input", str(data / "imagesTr"), "--output",
               str(tmp_path / "out"), "--plan", str(other)])
     error = capsys.readouterr().err
-    assert f"was trained with the plan '{run / 'plan.json'}', whose labels is" in error and str(other) in error
+    assert f"was trained with the plan '{trained}', whose labels is" in error and str(other) in error
+    assert "leave out --plan to predict with the model's own plan" in error
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     medsa("predict", "--model", str(run / "models" / "model.pt"), "--input", str(data / "imagesTr"), "--output",
           str(tmp_path / "own"), "--pattern", "synth_000.nii.gz")  # no --plan: the model's own
     assert sorted(p.name for p in (tmp_path / "own").iterdir()) == ["plan.json", "synth_000.nii.gz"]
+    # evaluate reads the labels the predictions were made with, and refuses others
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "synth_000.nii.gz").symlink_to(data / "labelsTr" / "synth_000.nii.gz")
+    out = medsa("evaluate", "--pred", str(tmp_path / "own"), "--ref", str(tmp_path / "ref"))
+    assert "Dice" in out and (tmp_path / "own" / "summary.json").is_file()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--pred", str(tmp_path / "own"), "--ref", str(tmp_path / "ref"), "--labels", str(other)])
+    error = capsys.readouterr().err
+    assert f"the predictions in '{tmp_path / 'own'}' were made with the plan '{tmp_path / 'own' / 'plan.json'}', " \
+           f"whose labels is" in error and str(other) in error and len(error.splitlines()) <= 2
+
+
+def test_predict_reads_dicom_series_and_writes_dicom_seg(pipeline, tmp_path, capsys):
+    """A DICOM series (written from a case) is predicted as its NIfTI is, voxel for voxel, and the SEG read back with
+    highdicom holds that prediction on the series' frames; a series of another modality or with a missing slice is
+    refused naming it."""
+    pytest.importorskip("pydicom_seg", reason="pydicom-seg comes with MONAI Label (bash scripts/setup_env.sh)")
+    pytest.importorskip("highdicom", reason="highdicom is in the [test] extra")
+    import pydicom
+
+    from medsa_monai.conversion.dicom_series import write_series
+    from medsa_monai.prediction.dicom_seg import label_map_on_series, read_dicom_seg
+
+    root, data = pipeline["root"], pipeline["data"]
+    model = root / "runs" / "fold_0" / "models" / "model.pt"
+    write_series(data / "imagesTr" / "synth_001.nii.gz", tmp_path / "studies" / "case_a", modality="MR")
+    write_series(data / "imagesTr" / "synth_002.nii.gz", tmp_path / "studies" / "case_b", modality="MR")
+    out = medsa("predict", "--model", str(model), "--input", str(tmp_path / "studies"), "--output",
+                str(tmp_path / "pred"), "--output-format", "seg")
+    assert "wrote 2 label maps and 2 DICOM SEG objects" in out
+    medsa("predict", "--model", str(model), "--input", str(data / "imagesTr"), "--output", str(tmp_path / "nifti"),
+          "--pattern", "synth_00[12].nii.gz")
+    for case, source in (("case_a", "synth_001"), ("case_b", "synth_002")):
+        from_dicom = nib.load(tmp_path / "pred" / f"{case}.nii.gz")
+        from_nifti = nib.load(tmp_path / "nifti" / f"{source}.nii.gz")
+        assert np.allclose(from_dicom.affine, from_nifti.affine, atol=1e-4)
+        agreement = (np.asarray(from_dicom.dataobj) == np.asarray(from_nifti.dataobj)).mean()
+        assert agreement > 0.999, agreement  # the series stores intensities in 16 bits
+        series = tmp_path / "studies" / case
+        masks, names = read_dicom_seg(tmp_path / "pred" / f"{case}.dcm", series)
+        headers = [pydicom.dcmread(f) for f in sorted(series.iterdir())]
+        on_frames = label_map_on_series(tmp_path / "pred" / f"{case}.nii.gz", headers)
+        assert names == ["head", "tail"]  # the synthetic data set's label names
+        for number, value in ((0, 1), (1, 2)):
+            assert np.array_equal(masks[..., number].astype(bool), on_frames == value)
+
+    write_series(data / "imagesTr" / "synth_003.nii.gz", tmp_path / "ct" / "case_c", modality="CT")
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(model), "--input", str(tmp_path / "ct"), "--output", str(tmp_path / "x")])
+    error = capsys.readouterr().err
+    assert f"DICOM series '{tmp_path / 'ct' / 'case_c'}' has modality 'CT'; the model was trained on 'MRI'" in error
+    (tmp_path / "studies" / "case_a" / "slice_0005.dcm").unlink()
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(model), "--input", str(tmp_path / "studies" / "case_a"), "--output",
+              str(tmp_path / "y")])
+    error = capsys.readouterr().err
+    assert "'slice_0004.dcm' and 'slice_0006.dcm' are" in error and "about 1 slice(s) missing" in error
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(model), "--input", str(data / "imagesTr"), "--output", str(tmp_path / "z"),
+              "--output-format", "seg"])
+    assert "holds no DICOM series" in capsys.readouterr().err
 
 
 def test_predict_names_the_file_of_a_damaged_or_unfitting_model(pipeline, tmp_path, capsys):

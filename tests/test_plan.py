@@ -297,13 +297,17 @@ def test_grey_png_dataset_fingerprint_and_plan(tmp_path):
     plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
     assert plan["configuration"] == "2d" and plan["spatial_dims"] == 2 and plan["slice_axis"] is None
     assert plan["depth_attention"] is False and plan["pixdim"] == [1.0, 1.0]
-    assert plan["patch_size"] == [48, 32] and plan["image_size"] == 192  # 44 -> 48, 30 -> 32; 4 x 48
+    # the median image's longer side 44 -> 48, a square patch the images are padded to, keeping their aspect
+    assert plan["patch_size"] == [48, 48] and plan["keep_aspect"] is True and plan["image_size"] == 192  # 4 x 48
     assert 1 <= plan["batch_size"] <= 16
     assert plan["normalization"] == [{"scheme": "range", "modality": "photo", "range": [0, 255]}]
     assert plan["intensity"] == "unit"
     assert plan["label_values"] == [0, 255] and plan["num_classes"] == 2 and plan["class_names"] == ["lesion"]
     assert plan["labels"] == {"0": "background", "255": "lesion"} and plan["has_regions"] is False
-    assert plan["dataset_cache"]["estimated_gib"] == pytest.approx(3 * 44 * 30 * 5 / GIB)
+    assert plan["dataset_cache"]["estimated_gib"] == pytest.approx(3 * 48 * 48 * 5 / GIB)
+    squeezed = make_plan(fp, sam_variant="vit_tiny", memory_gb=8, keep_aspect=False)  # medsa plan --squeeze-2d
+    assert squeezed["patch_size"] == [48, 32] and squeezed["keep_aspect"] is False  # 44 -> 48, 30 -> 32
+    assert squeezed["image_size"] == 192
     with pytest.raises(ValueError, match="'3d' needs volumes"):
         make_plan(fp, sam_variant="vit_tiny", memory_gb=8, configuration="3d")
 
@@ -349,7 +353,7 @@ def test_2d_nifti_spacing_from_the_file_and_no_photograph(tmp_path):
     assert fp["spacings"] == [pytest.approx([0.5, 0.7])] * 2 and fp["shapes"] == [[20, 16]] * 2
     assert fp["photographic_8bit"] is False  # 8-bit values, but a NIfTI
     plan = make_plan(fp, sam_variant="vit_tiny", memory_gb=8)
-    assert plan["pixdim"] == [0.5, 0.7] and plan["patch_size"] == [24, 16] and plan["intensity"] == "zscore"
+    assert plan["pixdim"] == [0.5, 0.7] and plan["patch_size"] == [24, 24] and plan["intensity"] == "zscore"
 
 
 def _four_channel_volumes(root: Path) -> Path:
@@ -595,6 +599,7 @@ def test_a_plan_written_by_the_former_planner_loads(tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps(former))
     plan = Plan.load(tmp_path / "plan.json")
     assert plan.class_names == ["a", "b"] and plan.num_outputs == 3 and plan.record["memory"] == {"budget_gib": 8}
+    assert plan.keep_aspect is False  # 2D images of a plan written before the key are resized whole, as then
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -605,6 +610,11 @@ def test_a_plan_written_by_the_former_planner_loads(tmp_path):
     ({"normalization": [{"scheme": "zscore"}] * 2}, "key 'normalization' has 2 schemes for 1 channel"),
     ({"dataset_cache": {"kind": "cloud"}}, "key 'dataset_cache' has kind 'cloud'"),
     ({"patch_sise": [1, 2, 3]}, "unknown key 'patch_sise'"),
+    ({"spatial_dims": 2, "patch_size": [64, 48], "keep_aspect": True},
+     r"key 'keep_aspect' is true with patch_size \[64, 48\]; keeping the aspect pads 2D images to a square patch "
+     r"\(e.g. \[64, 64\]\)"),
+    ({"keep_aspect": True}, "volumes keep theirs by cropping patches: set it false"),
+    ({"spatial_dims": 2, "keep_aspect": "yes"}, "key 'keep_aspect' is 'yes'; it must be true or false"),
 ])
 def test_a_plan_that_does_not_fit_names_its_file_and_key(tmp_path, change, message):
     from medsa_monai.planning import Plan, PlanError
@@ -639,6 +649,57 @@ def test_a_run_overrides_the_planned_values_and_is_checked_again(tmp_path):
     with pytest.raises(PlanError, match="'labels' cannot override a plan"):
         Plan.for_bundle(None, bundled, labels={"0": "x"})
     assert set(OVERRIDABLE) >= {"image_size", "patch_size", "batch_size", "sam_variant"}
+
+
+def test_a_bundle_checks_the_plan_its_model_was_trained_with(tmp_path):
+    from medsa_monai.planning import Plan, PlanError, model_plan_file, record_trained_plan
+
+    bundled = {"labels": {"0": "background", "1": "a"}, "image_size": 64}
+    models = tmp_path / "models"
+    model = models / "model.pt"
+    models.mkdir()
+    model.write_bytes(b"weights")
+    assert model_plan_file(model) is None  # a model of an earlier version: nothing to check against
+    assert Plan.for_bundle(None, bundled, model_file=str(model)).image_size == 64
+    trained = record_trained_plan(Plan.for_bundle(None, bundled, image_size=96), models)
+    assert trained == models / "plan.json" and model_plan_file(model) == trained
+    assert model_plan_file(models / "checkpoint_epoch=3.pt") == trained
+    assert Plan.for_bundle(None, bundled, model_file=str(model), image_size=96).image_size == 96
+    with pytest.raises(PlanError) as refused:  # the bundle's own plan, without the size it was trained at
+        Plan.for_bundle(None, bundled, model_file=str(model))
+    assert str(refused.value) == (
+        f"model '{model}' was trained with the plan '{trained}', whose image_size is 96; the bundle's bundle_plan "
+        f"has 64: give --plan_file '{trained}' to run with the plan it was trained with")
+    assert Plan.for_bundle(str(trained), bundled, model_file=str(model)).image_size == 96
+    other = Plan.from_dict({**bundled, "labels": {"0": "background", "2": "a"}}).save(tmp_path / "other.json")
+    with pytest.raises(PlanError, match=f"whose labels is .*; plan file '{other}' with image_size=96 has "):
+        Plan.for_bundle(str(other), bundled, model_file=str(model), image_size=96)
+
+    # a model trained by an earlier `medsa train`: the plan beside its models/ folder, written before the run's --set
+    # values (training_overrides.json beside it) were applied
+    Plan.from_dict(bundled).save(tmp_path / "plan.json")
+    trained.unlink()
+    (tmp_path / "training_overrides.json").write_text(json.dumps({"image_size": 96, "max_epochs": 3}))
+    assert model_plan_file(model) == tmp_path / "plan.json"
+    assert Plan.for_bundle(str(tmp_path / "plan.json"), bundled, model_file=str(model), image_size=96).image_size == 96
+    with pytest.raises(PlanError, match="whose image_size is 96; plan file .* has 64"):
+        Plan.for_bundle(str(tmp_path / "plan.json"), bundled, model_file=str(model))
+
+
+def test_training_records_its_plan_and_resumes_only_with_it(tmp_path):
+    from medsa_monai.planning import Plan, PlanError, record_trained_plan
+
+    plan = Plan.from_dict({"labels": {"0": "background", "1": "a"}})
+    record_trained_plan(plan, tmp_path)
+    assert Plan.load(tmp_path / "plan.json").to_dict() == plan.to_dict()
+    other = Plan.from_dict({"labels": {"0": "background", "1": "a"}, "pixdim": [2.0, 2.0, 2.0]})
+    with pytest.raises(PlanError, match=r"whose pixdim is \[1.0, 1.0, 1.0\]; resuming with a plan whose pixdim is "
+                                        r"\[2.0, 2.0, 2.0\] would mix them"):
+        record_trained_plan(other, tmp_path, resume=True)
+    assert Plan.load(tmp_path / "plan.json").to_dict() == plan.to_dict()
+    record_trained_plan(plan.__class__.from_dict({**plan.to_dict(), "batch_size": 8}), tmp_path, resume=True)
+    record_trained_plan(other, tmp_path)  # a new training into the folder: its plan
+    assert Plan.load(tmp_path / "plan.json").pixdim == [2.0, 2.0, 2.0]
 
 
 @pytest.mark.parametrize("bundle", ["medsa_hippocampus_mri", "medsa_fundus_disc_cup", "samda_skin_lesion",

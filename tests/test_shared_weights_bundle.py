@@ -58,6 +58,12 @@ def test_training_saves_only_what_trained(bundle, tiny_checkpoint):
     record = read_weights_record(model)
     assert record["trainable"] == "samda" and record["base"]["sha256"] == file_sha256(tiny_checkpoint)
     assert record["base"]["file"] == BASE and record["image_size"] == 64
+    trained = json.loads((bundle / "models" / "plan.json").read_text())  # `monai.bundle run training` wrote it
+    bundled = json.loads((SKIN / "configs" / "train.json").read_text())["bundle_plan"]
+    overridden = ("sam_variant", "image_size", "batch_size")  # as trained: the bundle's plan with the run's values
+    assert (trained["sam_variant"], trained["image_size"], trained["batch_size"]) == ("vit_tiny", 64, 2)
+    assert {k: trained[k] for k in bundled if k not in overridden} == {
+        k: v for k, v in bundled.items() if k not in overridden}
     assert model.stat().st_size < 0.3 * tiny_checkpoint.stat().st_size  # vit_tiny: the decoder is most of SAM
     resumable = torch.load(bundle / "models" / "checkpoint_epoch=1.pt", weights_only=True)
     assert "optimizer" in resumable and len(resumable["model"]) > len(torch.load(model)) - 1
@@ -216,6 +222,8 @@ def test_a_packed_model_passes_the_model_zoo_checks(bundle, tmp_path, monkeypatc
     inference = json.loads((unpacked / "configs" / "inference.json").read_text())
     assert (inference["sam_variant"], inference["image_size"]) == ("vit_tiny", 64)  # what the model was trained as
     assert (unpacked / "models" / "model.pt").read_bytes() == (bundle / "models" / "model.pt").read_bytes()
+    shipped_plan = json.loads((unpacked / "models" / "plan.json").read_text())  # the unpacked bundle checks it
+    assert shipped_plan["labels"] == {"0": "background", "255": "lesion"} and shipped_plan["image_size"] == 64
     assert json.loads((SKIN / "configs" / "inference.json").read_text())["sam_variant"] is None  # source untouched
 
 
@@ -233,6 +241,22 @@ def test_pack_refuses_a_model_of_another_network(bundle, tmp_path):
                                          r"PytorchStreamReader failed reading zip archive: failed finding central "
                                          r"directory; a truncated or damaged file"):
         pack_bundle(bundle, tmp_path, model=truncated)
+    assert not list(tmp_path.glob("*.zip"))
+
+
+def test_pack_refuses_a_model_trained_with_another_plan(bundle, tmp_path):
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    shutil.copy(bundle / "models" / "model.pt", models / "model.pt")
+    plan = json.loads((bundle / "models" / "plan.json").read_text())
+    plan["normalization"] = [{"scheme": "zscore", "nonzero": False}] * 3  # the same network, other intensities
+    (models / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ValueError) as refused:
+        pack_bundle(bundle, tmp_path, model=models / "model.pt")
+    message = str(refused.value)
+    assert f"model '{models / 'model.pt'}' was trained with the plan '{models / 'plan.json'}', whose " \
+           f"normalization is [{{\"scheme\": \"zscore\"" in message and "the packed bundle's plan" in message
+    assert f"medsa bundle create --plan {models / 'plan.json'}" in message
     assert not list(tmp_path.glob("*.zip"))
 
 

@@ -34,7 +34,7 @@ from ..data.atomic import TEMP_PREFIX, atomic_path
 from ..data.hashing import file_sha256
 from ..networks.weights import read_weights_record
 from .large_files import large_file_entries
-from .shipped_model import stage_model
+from .shipped_model import PLAN_MEMBER, stage_model
 
 __all__ = ["CHECKSUM_FILE", "BundleIntegrityError", "pack_bundle", "unpack_bundle", "verify_bundle"]
 
@@ -145,8 +145,8 @@ def pack_bundle(bundle_dir: str | Path, output_dir: str | Path | None = None, mo
     name, version = root.name, bundle_version(root)
     files = bundle_files(root)
     staged = stage_model(root, model) if model is not None else None
-    if staged is not None:
-        files = sorted(set(files) | {PurePosixPath(rel) for rel in staged.members})
+    if staged is not None:  # the bundle's own plan.json belongs to its own model, not to the one packed
+        files = sorted((set(files) - {PurePosixPath(PLAN_MEMBER)}) | {PurePosixPath(rel) for rel in staged.members})
         _check_base_listed(root, staged.record, Path(model))
     elif PurePosixPath("models/model.pt") in files:
         _check_base_listed(root, read_weights_record(root / "models" / "model.pt"), root / "models" / "model.pt")

@@ -12,6 +12,11 @@ builds the network the model was trained as.
 A whole state dict of a preset that froze the base (every preset but ``full``) is saved as shared weights (only what
 trained, see :mod:`~medsa_monai.networks.weights`) when the bundle holds the base checkpoint and the file's frozen
 tensors equal it exactly; a SAM-DA model of ``vit_b`` is then about 3 MB instead of 375 MB.
+
+The plan the model was trained with (``plan.json`` beside it, which training writes) goes into the archive as
+``models/plan.json`` after the packed bundle's own plan is checked against it, so that the unpacked bundle checks
+every run against it too; a model trained with another plan (other labels, normalisation, patch...) is refused,
+naming both and the first differing key.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from monai.bundle import ConfigParser
 from ..networks.checkpoint import describe_state_dict, load_checkpoint_file, state_mismatch
 from ..networks.presets import SAM_GROUPS, parameter_group
 from ..networks.weights import WEIGHTS_RECORD, is_trained_weights, saved_keys, trained_weights
+from ..planning.plan import Plan, PlanError, check_model_plan, model_plan_file
 from .large_files import large_file_entries
 
 __all__ = ["StagedModel", "stage_model"]
@@ -35,6 +41,7 @@ __all__ = ["StagedModel", "stage_model"]
 logger = logging.getLogger(__name__)
 
 MODEL_MEMBER = "models/model.pt"
+PLAN_MEMBER = "models/plan.json"
 
 
 @dataclass
@@ -109,6 +116,23 @@ def _check_fits(model: Path, state: dict, network, root: Path) -> None:
                          f"{details}")
 
 
+def _check_plan(model: Path, trained: Path, root: Path, inference: dict) -> None:
+    """The packed bundle's plan (``bundle_plan`` with its settings) is the one ``model`` was trained with."""
+    parser = ConfigParser(dict(inference))
+    parser["bundle_root"] = str(root)
+    parser["plan"]["model_file"] = None  # the bundle's own model is not the one packed
+    try:
+        plan = parser.get_parsed_content("plan")
+    except Exception as error:  # MONAI's parser wraps what the plan raises
+        raise ValueError(f"'{root / 'configs' / 'inference.json'}': {error.__cause__ or error}") from None
+    source = f"the packed bundle's plan ('{root / 'configs' / 'inference.json'}', bundle_plan and settings)"
+    try:
+        check_model_plan(model, plan, source, trained, advice=f"pack it into a bundle made from that plan "
+                                                              f"(`medsa bundle create --plan {trained}`)")
+    except PlanError as error:
+        raise ValueError(str(error)) from None
+
+
 def _base_candidates(root: Path, variant: str) -> list[Path]:
     """Local SAM checkpoints a whole state dict may have been trained on: the variant's official file in
     ``models/`` and every file ``large_files.yml`` lists that is present."""
@@ -157,6 +181,13 @@ def stage_model(bundle_dir: str | Path, model: str | Path) -> StagedModel:
             f"{k}={v}" for k, v in settings.items()))
     inference = configs["configs/inference.json"]
     _check_fits(model, state, _network(root, inference, None, meta=True), root)
+    trained = model_plan_file(model)
+    if trained is not None:
+        _check_plan(model, trained, root, inference)
+        staged.members[PLAN_MEMBER] = (json.dumps(Plan.load(trained).bundled(), indent=2) + "\n").encode("utf-8")
+    else:
+        logger.warning("'%s' has no plan.json beside it (trained by an earlier version or elsewhere): the packed "
+                       "bundle cannot check the plan it runs with against the model's", model)
 
     shared = None if staged.record is not None else _as_shared_weights(root, state, inference, settings)
     if shared is not None:

@@ -5,7 +5,18 @@ from .._deprecated import moved_names
 from .fingerprint import compute_fingerprint, load_fingerprint
 from .folds import assign_folds, case_identifier, datalist_num_folds, write_fold_datalist
 from .memory import memory_per_slice, saved_activation_bytes
-from .plan import CONFIGURATIONS, OVERRIDABLE, PLAN_VERSION, Plan, PlanError, load_plan, slice_last_indices
+from .plan import (
+    CONFIGURATIONS,
+    OVERRIDABLE,
+    PLAN_VERSION,
+    Plan,
+    PlanError,
+    check_model_plan,
+    load_plan,
+    model_plan_file,
+    record_trained_plan,
+    slice_last_indices,
+)
 from .planner import dataset_cache_estimate, make_plan, slice_axis, target_spacing
 
 __all__ = [
@@ -16,13 +27,16 @@ __all__ = [
     "PlanError",
     "assign_folds",
     "case_identifier",
+    "check_model_plan",
     "compute_fingerprint",
     "datalist_num_folds",
     "dataset_cache_estimate",
     "load_fingerprint",
     "load_plan",
     "make_plan",
+    "model_plan_file",
     "memory_per_slice",
+    "record_trained_plan",
     "saved_activation_bytes",
     "slice_axis",
     "slice_last_indices",

@@ -19,7 +19,7 @@ from ..data.io import write_json
 from ..data.labels import LabelSpec
 
 __all__ = ["MODEL_KEYS", "TRAINED_PLAN", "Plan", "PlanError", "load_plan", "slice_last_indices", "PLAN_VERSION",
-           "CONFIGURATIONS", "OVERRIDABLE"]
+           "CONFIGURATIONS", "OVERRIDABLE", "model_plan_file", "check_model_plan", "record_trained_plan"]
 
 PLAN_VERSION = 2
 CONFIGURATIONS = ("3d", "2d")
@@ -70,6 +70,10 @@ class Plan(Mapping):
         sam_variant, image_size: the SAM backbone and its input side.
         patch_size, batch_size: the training patch and batch; 2D images are resized to the patch (default: SAM's
             ``image_size`` square).
+        keep_aspect: 2D: every image (training, validation, inference) is resized so that its longer side is the
+            patch's side and padded to the square patch, keeping its aspect ratio, as SAM's ``ResizeLongestSide``
+            and padding do (the padding is inverted before outputs are written); ``False`` (plans written before
+            this key) resizes each image whole, so the network squeezes it into its square frame.
         sw_batch_size, sw_overlap: the sliding window of volume inference.
         dataset_cache: where the preprocessed training cases are cached (``{"kind": "memory" | "disk", ...}``).
         dataset, dataset_json, datalist_file, num_folds: where the plan came from and its folds.
@@ -92,6 +96,7 @@ class Plan(Mapping):
     sam_variant: str = "vit_b"
     image_size: int = 256
     patch_size: Sequence[int] | None = None
+    keep_aspect: bool = False
     batch_size: int = 2
     sw_batch_size: int = 1
     sw_overlap: float = 0.5
@@ -161,20 +166,32 @@ class Plan(Mapping):
         return cls.from_dict(data, source=f"plan file '{path}'")
 
     @classmethod
-    def for_bundle(cls, plan_file: str | Path | None = None, bundled: Mapping | None = None, **overrides) -> Plan:
+    def for_bundle(cls, plan_file: str | Path | None = None, bundled: Mapping | None = None,
+                   model_file: str | Path | None = None, **overrides) -> Plan:
         """The plan a bundle runs with: ``plan_file`` when given (``--plan_file``, ``medsa train --plan``), else the
         plan the bundle was made from (``bundled``, its ``bundle_plan`` setting), with the :data:`OVERRIDABLE`
-        values given in ``overrides`` (``None``: as planned) in place of the planned ones."""
+        values given in ``overrides`` (``None``: as planned) in place of the planned ones; checked against the plan
+        ``model_file`` was trained with (:func:`model_plan_file`), when it carries one.
+
+        Raises:
+            PlanError: a value that does not fit, or a plan that differs from the one the model was trained with in
+                a key the model depends on (:data:`MODEL_KEYS`), naming both files and the first such key.
+        """
         unknown = sorted(set(overrides) - set(OVERRIDABLE))
         if unknown:
             raise PlanError(f"{', '.join(map(repr, unknown))} cannot override a plan; these can: {list(OVERRIDABLE)}")
         chosen = {k: v for k, v in overrides.items() if v is not None}
-        given = plan_file is not None and str(plan_file).strip().lower() not in ("", "none", "null")
+        given = _given(plan_file)
         data = cls.load(plan_file).to_dict() if given else dict(bundled or {})
         source = f"plan file '{plan_file}'" if given else "the bundle's bundle_plan"
         if chosen:
             source += " with " + ", ".join(f"{k}={v!r}" for k, v in chosen.items())
-        return cls.from_dict({**data, **chosen}, source=source)
+        plan = cls.from_dict({**data, **chosen}, source=source)
+        trained = model_plan_file(model_file) if _given(model_file) else None
+        if trained is not None:
+            check_model_plan(model_file, plan, source, trained,
+                             advice=f"give --plan_file '{trained}' to run with the plan it was trained with")
+        return plan
 
     def to_dict(self) -> dict:
         """The JSON form, with the derived keys a reader of ``plan.json`` expects (``num_classes``, ``class_names``,
@@ -270,6 +287,12 @@ class Plan(Mapping):
             yield f"key 'image_size' is {self.image_size!r}; it must be a positive multiple of 16"
         if len(self.patch_size) != dims or not all(_positive_int(p) for p in self.patch_size):
             yield f"key 'patch_size' is {list(self.patch_size)!r}; it must hold {dims} positive integers"
+        elif self.keep_aspect not in (True, False):
+            yield f"key 'keep_aspect' is {self.keep_aspect!r}; it must be true or false"
+        elif self.keep_aspect and (dims != 2 or self.patch_size[0] != self.patch_size[1]):
+            yield (f"key 'keep_aspect' is true with patch_size {list(self.patch_size)!r}; keeping the aspect "
+                   f"pads 2D images to a square patch (e.g. [{max(self.patch_size)}, {max(self.patch_size)}])"
+                   + ("" if dims == 2 else "; volumes keep theirs by cropping patches: set it false"))
         if self.pixdim is not None and dims == 3 and (
                 len(self.pixdim) != 3 or not all(isinstance(p, (int, float)) and p > 0 for p in self.pixdim)):
             yield f"key 'pixdim' is {list(self.pixdim)!r}; a volume's must hold 3 positive spacings"
@@ -315,18 +338,90 @@ def _plain(value):
 
 def load_plan(path: str | Path | None) -> Plan | dict:
     """The plan in ``path`` (:meth:`Plan.load`), or ``{}`` for ``None`` (bundles then use their own plan)."""
-    if path is None or str(path).strip().lower() in ("", "none", "null"):
+    if not _given(path):
         return {}
     return Plan.load(path)
 
 
 TRAINED_PLAN = "plan.json"
-"""The copy of the plan ``medsa train`` writes into a run folder, beside ``models/``: what its models were trained
-with."""
+"""The copy of the plan training writes beside the models it saves (``models/plan.json``; ``medsa train`` of earlier
+versions wrote it into the run folder, beside ``models/`` and ``training_overrides.json``): what the models were
+trained with."""
+TRAINING_OVERRIDES = "training_overrides.json"  # `medsa train --set` values, in the run folder
+
+
+def _given(path: str | Path | None) -> bool:
+    return path is not None and str(path).strip().lower() not in ("", "none", "null")
+
+
+def model_plan_file(model_file: str | Path) -> Path | None:
+    """The plan a model file was trained with: :data:`TRAINED_PLAN` in the model's folder (what training writes
+    beside ``model.pt`` and the ``checkpoint_epoch=N.pt`` files) or in the folder above it (a run folder of an
+    earlier ``medsa train``); ``None`` for a model that carries none."""
+    folder = Path(model_file).resolve().parent
+    for candidate in (folder / TRAINED_PLAN, folder.parent / TRAINED_PLAN):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check_model_plan(model_file: str | Path, plan: Plan, source: str, trained: str | Path | None = None,
+                     advice: str = "use the plan it was trained with") -> None:
+    """Refuse to use ``model_file`` with ``plan`` (read from ``source``) when the plan the model was trained with
+    (``trained``, default :func:`model_plan_file`) differs in a key the model depends on; ``advice`` ends the
+    message.
+
+    Raises:
+        PlanError: naming the model, both plans and the first differing key with both values.
+    """
+    trained = Path(trained) if trained is not None else model_plan_file(model_file)
+    if trained is None:
+        return
+    difference = _trained_plan(trained).first_difference(plan)
+    if difference is not None:
+        key, trained_value, given_value = difference
+        raise PlanError(f"model '{model_file}' was trained with the plan '{trained}', whose {key} is "
+                        f"{json.dumps(trained_value)}; {source} has {json.dumps(given_value)}: {advice}")
+
+
+def _trained_plan(path: Path) -> Plan:
+    """The plan in ``path``; one an earlier ``medsa train`` wrote beside its ``training_overrides.json`` (before
+    its ``--set`` values were applied) with those values applied, as its models were trained."""
+    plan = Plan.load(path)
+    overrides = path.parent / TRAINING_OVERRIDES
+    if not overrides.is_file():
+        return plan
+    given = {k: v for k, v in json.loads(overrides.read_text()).items() if k in OVERRIDABLE and v is not None}
+    return Plan.from_dict({**plan.to_dict(), **given}, source=f"plan file '{path}' with the values of '{overrides}'")
+
+
+def record_trained_plan(plan: Plan, ckpt_dir: str | Path, resume: bool = False) -> Path:
+    """Write ``plan`` as :data:`TRAINED_PLAN` into ``ckpt_dir``, beside the models a training saves there, before
+    it starts (bundles' ``train.json``); in a distributed run, rank 0 alone writes, as it alone saves models. A
+    resumed training must go on with the plan its checkpoints were trained with.
+
+    Raises:
+        PlanError: resuming with a plan that differs from the recorded one in a key the models depend on.
+    """
+    path = Path(ckpt_dir) / TRAINED_PLAN
+    if resume and path.is_file():
+        difference = Plan.load(path).first_difference(plan)
+        if difference is not None:
+            key, recorded, given = difference
+            raise PlanError(f"the checkpoints in '{ckpt_dir}' were trained with the plan '{path}', whose {key} is "
+                            f"{json.dumps(recorded)}; resuming with a plan whose {key} is {json.dumps(given)} "
+                            f"would mix them: resume with that plan, or train into another folder")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return path
+    return plan.save(path)
+
 
 MODEL_KEYS = ("labels", "regions", "regions_class_order", "label_aliases", "spatial_dims", "in_channels",
               "configuration", "slice_axis", "pixdim", "intensity", "normalization", "sam_variant", "image_size",
-              "patch_size")
+              "patch_size", "keep_aspect")
 """What a trained model depends on: label values and names, regions, channels and their normalisation, the
-configuration and geometry, the SAM variant and image size. A model used with a plan that differs in one of them
-computes something else than it was trained for (another label order, other intensities), without a shape error."""
+configuration and geometry (2D images padded to keep their aspect or not), the SAM variant and image size. A model
+used with a plan that differs in one of them computes something else than it was trained for (another label order,
+other intensities), without a shape error."""

@@ -17,8 +17,9 @@ leave them):
   transposes last (:func:`~medsa_monai.planning.slice_last_indices`); ``pixdim``: :func:`target_spacing`;
 - ``patch_size``: volumes: the median image at ``pixdim``, the two in-plane axes rounded up to a multiple of 8
   (at most ``max_patch``), then the slab depth along ``slice_axis`` rounded up to a multiple of 4 (at most 128;
-  1 for ``"2d"``); 2D: ``[h, w]`` the median image size as loaded, rounded up to a multiple of 8 (at most
-  ``max_patch``), the size the bundle resizes each image to;
+  1 for ``"2d"``); 2D: a square ``[p, p]``, ``p`` the longer side of the median image as loaded, rounded up
+  to a multiple of 8 (at most ``max_patch``): each image is resized so that its longer side is ``p`` and padded
+  to the square (``keep_aspect``), so its aspect ratio is kept, as SAM's ``ResizeLongestSide`` keeps it;
 - ``image_size``: four times the larger in-plane patch side, so the decoder's quarter-resolution mask is at least
   as fine as the patch, rounded up to a multiple of 16 within ``[min_image_size, max_image_size]``;
 - ``batch_size`` and the slab depth: SD-Trans: two full-depth slabs if they fit the budget, else one, else one
@@ -92,14 +93,16 @@ def _median_resampled_shape(fingerprint: Mapping, spacing: Sequence[float]) -> n
                       zip(fingerprint["shapes"], fingerprint["spacings"], strict=True)], axis=0)
 
 
-def _geometry(fingerprint: Mapping, dims: int, configuration: str, max_patch: int) -> dict:
+def _geometry(fingerprint: Mapping, dims: int, configuration: str, max_patch: int, keep_aspect: bool) -> dict:
     """Target spacing, slice axis, in-plane patch (network order) and full slab depth (1 for per-slice training)."""
     spacing = target_spacing(fingerprint["spacings"], fingerprint["shapes"])
     resampled = _median_resampled_shape(fingerprint, spacing)
-    if dims == 2:  # the bundle resizes 2D images to the patch, so the patch is the median image as loaded
+    if dims == 2:  # 2D images are resized, longer side first, and padded to a square patch (keep_aspect)
         median = np.median(np.asarray(fingerprint["shapes"], dtype=float), axis=0)
-        return {"spacing": spacing, "resampled": resampled, "axis": None, "cached_shape": median,
-                "in_plane": [min(_round_up(v, 8), max_patch) for v in median], "full_depth": 1}
+        side = min(_round_up(float(max(median)), 8), max_patch)
+        in_plane = [side, side] if keep_aspect else [min(_round_up(v, 8), max_patch) for v in median]
+        return {"spacing": spacing, "resampled": resampled, "axis": None, "cached_shape": in_plane,
+                "in_plane": in_plane, "full_depth": 1}
     axis = slice_axis(spacing)
     in_plane = [min(_round_up(resampled[a], 8), max_patch) for a in (0, 1, 2) if a != axis]
     full_depth = min(_round_up(resampled[axis], 4), 128) if configuration == "3d" else 1
@@ -176,6 +179,7 @@ def make_plan(
     sw_overlap: float = 0.5,
     configuration: str | None = None,
     cache_memory_gb: float = 8.0,
+    keep_aspect: bool = True,
 ) -> Plan:
     """The training and inference settings of a data set for a SAM variant and a GPU memory budget (GiB), decided
     as the module says.
@@ -186,6 +190,8 @@ def make_plan(
         datalist_file: the fold datalist the bundles read (its folds give ``num_folds``).
         configuration: ``"3d"`` or ``"2d"`` for volumes (default ``"3d"``); 2D data are always ``"2d"``.
         cache_memory_gb: host memory budget for caching the preprocessed training cases.
+        keep_aspect: 2D: pad each image to a square patch, keeping its aspect ratio; ``False``: the patch is the
+            median image (``[h, w]``) and each image is resized whole to it, so SAM's square frame squeezes it.
 
     Returns:
         The :class:`~medsa_monai.planning.Plan`.
@@ -197,7 +203,7 @@ def make_plan(
     if dims == 2 and configuration == "3d":
         raise ValueError("configuration '3d' needs volumes; this data set has 2D images")
     depth_attention = configuration == "3d"
-    geometry = _geometry(fingerprint, dims, configuration, max_patch)
+    geometry = _geometry(fingerprint, dims, configuration, max_patch, keep_aspect)
     image_size = min(max(_round_up(4 * max(geometry["in_plane"]), 16), min_image_size), max_image_size)
     image_size, batch, depth, memory, notes = _fit_memory(sam_variant, memory_gb, amp, dims, depth_attention,
                                                           image_size, geometry["full_depth"], min_slab, min_image_size)
@@ -214,11 +220,13 @@ def make_plan(
         "slice_axis": geometry["axis"],
         "depth_attention": depth_attention,
         "in_channels": channels,
+        "modality": dict(fingerprint.get("modality") or {}) or None,
         **LabelSpec.from_description(fingerprint).to_description(),
         "sam_variant": sam_variant,
         "image_size": image_size,
         "pixdim": [round(float(s), 6) for s in geometry["spacing"]],
         "patch_size": [int(p) for p in geometry["in_plane"] + ([depth] if dims == 3 else [])],
+        "keep_aspect": dims == 2 and keep_aspect,
         "batch_size": int(batch),
         "sw_batch_size": int(min(max(infer_free // (depth * memory["infer_bytes_per_slice"]), 1), 8)),
         "sw_overlap": sw_overlap,

@@ -1,5 +1,5 @@
 """Predict a folder of images with a trained bundle: label maps in the original geometry, optionally the class
-probabilities (for ensembling) and mirroring test-time augmentation."""
+probabilities (for ensembling), mirroring test-time augmentation, and DICOM series in, DICOM SEG out."""
 
 from __future__ import annotations
 
@@ -7,17 +7,28 @@ import copy
 import json
 import logging
 import re
+import tempfile
 from pathlib import Path
 
 from monai.bundle import ConfigParser
 
+from ..conversion.dicom_series import check_series, is_dicom_file, modality_fits, series_to_nifti
 from ..data.atomic import remove_stale_temporaries
 from ..data.writers import IMAGE_ENDINGS, case_name
 from ..networks.checkpoint import CheckpointMismatchError, describe_state_dict, load_checkpoint_file, state_mismatch
 from ..networks.weights import WEIGHTS_RECORD, is_trained_weights, saved_keys
-from ..planning.plan import TRAINED_PLAN, Plan, PlanError
+from ..planning.plan import (
+    OVERRIDABLE,
+    TRAINED_PLAN,
+    TRAINING_OVERRIDES,
+    Plan,
+    check_model_plan,
+    model_plan_file,
+)
 
-__all__ = ["predict_folder", "input_cases"]
+__all__ = ["predict_folder", "input_cases", "OUTPUT_FORMATS"]
+
+OUTPUT_FORMATS = ("nifti", "seg")
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +40,13 @@ def input_cases(input_dir: str | Path, pattern: str | None = None) -> list[dict]
 
     Files are those matching ``pattern`` (default: every NIfTI, NRRD, MHA, PNG, JPEG, BMP and TIFF file). When every
     name ends in nnU-Net's channel suffix (``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``...), the channels of a
-    case are grouped, in suffix order, and the case is named without the suffix.
+    case are grouped, in suffix order, and the case is named without the suffix. A folder of DICOM files is one
+    case named by the folder, and so is each sub-folder holding DICOM files (``"dicom"`` gives the series folder).
     """
     folder = Path(input_dir)
+    series = _dicom_series_folders(folder) if pattern is None else []
+    if series:
+        return [{"image": str(path.resolve()), "case": path.name, "dicom": str(path.resolve())} for path in series]
     if pattern:
         files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
     else:
@@ -48,6 +63,33 @@ def input_cases(input_dir: str | Path, pattern: str | None = None) -> list[dict]
     return [{"image": str(p.resolve()), "case": n} for p, n in zip(files, names, strict=True)]
 
 
+def _dicom_series_folders(folder: Path) -> list[Path]:
+    """``[folder]`` when it holds DICOM files itself, else its sub-folders that do (none: ``[]``)."""
+    def holds_dicom(path: Path) -> bool:
+        return any(p.is_file() and is_dicom_file(p) for p in path.iterdir())
+
+    if not folder.is_dir():
+        return []
+    if holds_dicom(folder):
+        return [folder]
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and holds_dicom(p))
+
+
+def _dicom_as_nifti(cases: list[dict], plan: Plan, scratch: Path) -> None:
+    """Check each DICOM series case (complete, one orientation, the modality the plan's model expects) and read it
+    into a NIfTI file in ``scratch``, which the case's ``image`` then names."""
+    expected = (plan.modality or {}).get("0") or (plan.normalization or [{}])[0].get("modality")
+    expected = None if expected in (None, "unknown") else expected
+    for case in cases:
+        if "dicom" not in case:
+            continue
+        info = check_series(case["dicom"])
+        if expected is not None and not modality_fits(expected, info.modality):
+            raise ValueError(f"DICOM series '{case['dicom']}' has modality {info.modality!r}; the model was trained "
+                             f"on {expected!r} images (the plan's modality)")
+        case["image"] = str(series_to_nifti(case["dicom"], scratch / f"{case['case']}.nii.gz"))
+
+
 def predict_folder(
     input_dir: str | Path,
     output_dir: str | Path,
@@ -58,6 +100,7 @@ def predict_folder(
     mirror: bool = False,
     save_probabilities: bool = False,
     overrides: dict | None = None,
+    output_format: str = "nifti",
 ) -> list[Path]:
     """Run the bundle's ``inference.json`` on the images of ``input_dir``; write one label map per case to
     ``output_dir`` (``<case>.nii.gz``, or ``<case>.png`` for PNG / JPEG / BMP / TIFF inputs; the data set's own
@@ -74,31 +117,32 @@ def predict_folder(
         save_probabilities: also write the class (or region) probabilities in the original geometry.
         overrides: further config overrides (id: value). Those that ``medsa train`` recorded in
             ``<run>/training_overrides.json`` beside ``<run>/models/`` are applied first.
+        output_format: ``"nifti"``; ``"seg"`` also writes ``<case>.dcm``, a DICOM SEG referencing the series, for
+            each DICOM series input.
     """
     output_dir = Path(output_dir)
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"model file '{checkpoint}' does not exist")
-    cases = input_cases(input_dir, pattern)
-    if not cases:
-        raise FileNotFoundError(f"no images in '{input_dir}'" + (f" match '{pattern}'" if pattern else ""))
-    plan_file = _plan_of_model(checkpoint, plan_file)
-    trained_with = checkpoint.resolve().parent.parent / "training_overrides.json"
+    cases = _checked_cases(input_dir, pattern, checkpoint, output_format)
+    trained_with = checkpoint.resolve().parent.parent / TRAINING_OVERRIDES
+    recorded = json.loads(trained_with.read_text()) if trained_with.is_file() else {}
+    plan_file = _plan_of_model(checkpoint, plan_file, recorded)
     stale = remove_stale_temporaries(output_dir)
     if stale:
         logger.info("removed %d unfinished file(s) of an interrupted run from %s", len(stale), output_dir)
     parser = ConfigParser()
     parser.read_config(str(Path(bundle_dir) / "configs" / "inference.json"))
-    if trained_with.is_file():  # the network must be built as it was trained (written by `medsa train`)
-        recorded = json.loads(trained_with.read_text())
-        parser.update({k: v for k, v in recorded.items() if k in parser})  # sam_checkpoint: the base of shared weights
+    # the network must be built as it was trained (`medsa train` recorded its --set values)
+    parser.update({k: v for k, v in recorded.items() if k in parser})  # sam_checkpoint: the base of shared weights
     parser.update({"dataset_dir": str(Path(input_dir).resolve()), "output_dir": str(output_dir.resolve()),
                    "plan_file": None if plan_file is None else str(plan_file),
                    "model_file": str(checkpoint.resolve()), "num_workers": 0, "output_postfix": "",
                    "ckpt_dir": str(checkpoint.resolve().parent),  # where the propagation weight was calibrated
                    "probabilities_dir": str(output_dir.resolve()) if save_probabilities else None,
                    **(overrides or {})})
-    parser["datalist"] = cases
+    scratch = tempfile.TemporaryDirectory(prefix="medsa_dicom_") if any("dicom" in c for c in cases) else None
+    if scratch is not None:
+        _dicom_as_nifti(cases, parser.get_parsed_content("plan"), Path(scratch.name))
+    parser["datalist"] = [{k: v for k, v in c.items() if k != "dicom"} for c in cases]
     if mirror:
         dims = parser.get_parsed_content("plan").spatial_dims
         parser["inferer"] = {"_target_": "medsa_monai.predictor.MirroringInferer",
@@ -106,11 +150,43 @@ def predict_folder(
     described_by = f"plan '{plan_file}'" if plan_file else f"bundle '{Path(bundle_dir) / 'configs' / 'inference.json'}'"
     _check_model_fits(parser.get_parsed_content("network_def"), checkpoint, described_by)
     parser.get_parsed_content("initialize")
-    parser.get_parsed_content("evaluator").run()
+    try:
+        parser.get_parsed_content("evaluator").run()
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    if output_format == "seg":
+        _write_segs(cases, output_dir, parser.get_parsed_content("plan"), Path(bundle_dir).name)
     if plan_file is not None:  # what the predictions were made with: `medsa ensemble` checks the folders agree
         Plan.load(plan_file).save(output_dir / TRAINED_PLAN)
-    written = {f"{c['case']}{suffix}" for c in cases for suffix in (".nii.gz", ".png")}
+    written = {f"{c['case']}{suffix}" for c in cases for suffix in (".nii.gz", ".png", ".dcm")}
     return sorted(p for p in output_dir.iterdir() if p.name in written)
+
+
+def _checked_cases(input_dir: str | Path, pattern: str | None, checkpoint: Path, output_format: str) -> list[dict]:
+    """The input's cases (:func:`input_cases`), after checking that the model file exists, the input holds cases and
+    the output format fits them."""
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"model file '{checkpoint}' does not exist")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output format {output_format!r} is not one of {OUTPUT_FORMATS}")
+    cases = input_cases(input_dir, pattern)
+    if not cases:
+        raise FileNotFoundError(f"no images in '{input_dir}'" + (f" match '{pattern}'" if pattern else ""))
+    if output_format == "seg" and not all("dicom" in c for c in cases):
+        raise ValueError(f"--output-format seg writes DICOM SEG objects, which reference DICOM series; '{input_dir}' "
+                         f"holds no DICOM series (a folder of DICOM files, or sub-folders of them)")
+    return cases
+
+
+def _write_segs(cases: list[dict], output_dir: Path, plan: Plan, bundle_name: str) -> None:
+    """``<case>.dcm``, a DICOM SEG of each case's label map referencing its series; a case that segments nothing
+    gets none (:func:`~.dicom_seg.write_dicom_seg` says so)."""
+    from .dicom_seg import write_dicom_seg
+
+    for case in cases:
+        write_dicom_seg(output_dir / f"{case['case']}.nii.gz", case["dicom"], output_dir / f"{case['case']}.dcm",
+                        plan.label_spec, series_description=f"{bundle_name} segmentation")
 
 
 def _check_model_fits(network, checkpoint: Path, described_by: str) -> None:
@@ -132,23 +208,23 @@ def _check_model_fits(network, checkpoint: Path, described_by: str) -> None:
             f"trainable={network.trainable!r}); the model looks like {describe_state_dict(tensors)}: {details}")
 
 
-def _plan_of_model(checkpoint: Path, plan_file: str | Path | None) -> str | Path | None:
-    """The plan to predict with: the one ``medsa train`` wrote beside the model (``<run>/plan.json``), checked
-    against ``plan_file`` when both exist (a difference in a key the model depends on is an error naming both files
-    and the key); ``plan_file`` alone for a model of an earlier version, with a warning that it cannot be checked."""
-    trained = checkpoint.resolve().parent.parent / TRAINED_PLAN
-    if not trained.is_file():
+def _plan_of_model(checkpoint: Path, plan_file: str | Path | None, recorded: dict) -> str | Path | None:
+    """The plan to predict with: the one training wrote beside the model (:func:`model_plan_file`), checked
+    against ``plan_file`` with the plan values ``medsa train --set`` gave (``recorded``) when both exist (a
+    difference in a key the model depends on is an error naming both files and the key); ``plan_file`` alone for a
+    model of an earlier version, with a warning that it cannot be checked."""
+    trained = model_plan_file(checkpoint)
+    if trained is None:
         if plan_file is not None:
-            logger.warning("'%s' has no %s beside its models/ folder (trained by an earlier version or elsewhere): "
-                           "whether it was trained with '%s' cannot be checked", checkpoint, TRAINED_PLAN, plan_file)
+            logger.warning("'%s' has no %s beside it (trained by an earlier version or elsewhere): whether it was "
+                           "trained with '%s' cannot be checked", checkpoint, TRAINED_PLAN, plan_file)
         return plan_file
     if plan_file is None:
         logger.info("predicting with the plan the model was trained with, '%s'", trained)
         return str(trained)
-    difference = Plan.load(trained).first_difference(Plan.load(plan_file))
-    if difference is not None:
-        key, trained_value, given_value = difference
-        raise PlanError(f"model '{checkpoint}' was trained with the plan '{trained}', whose {key} is "
-                        f"{json.dumps(trained_value)}; '{plan_file}' has {json.dumps(given_value)}: leave out --plan "
-                        f"to predict with the model's own plan")
+    given = {k: v for k, v in recorded.items() if k in OVERRIDABLE and v is not None}
+    plan = Plan.from_dict({**Plan.load(plan_file).to_dict(), **given}, source=f"plan file '{plan_file}'")
+    source = f"'{plan_file}'" + (" with " + ", ".join(f"{k}={v!r}" for k, v in given.items()) if given else "")
+    check_model_plan(checkpoint, plan, source, trained,
+                     advice="leave out --plan to predict with the model's own plan")
     return plan_file

@@ -1,8 +1,10 @@
 """The transforms a plan implies, for 2D and 3D alike, so that every bundle builds them the same way from its plan
 and a fix reaches every bundle.
 
-2D images (PNG, JPEG, ... read by MONAI's ``PILReader``, or 2D NIfTI) are resized whole to the plan's patch for
-training and seen at their own size otherwise (SAM resizes every image to its frame anyway). Volumes are oriented to
+2D images (PNG, JPEG, ... read by MONAI's ``PILReader``, or 2D NIfTI) are, with the plan's ``keep_aspect``, resized
+so that the longer side is the patch's side and padded to the square patch, everywhere (SAM's ``ResizeLongestSide``
+and padding); without it (plans written before that key) resized whole to the patch for training and seen at their
+own size otherwise, each squeezed into SAM's square frame. Volumes are oriented to
 RAS, resampled to the plan's spacing and transposed so that the acquisition's through-plane axis (``slice_axis``)
 is last, the axis MedSA slices along; training crops patches, inference slides a window. Every spatial step is
 inverted (``Invertd``) before predictions are written, so they are in each input's own geometry.
@@ -35,6 +37,7 @@ def loading_transforms(
     image_channels: int | None = None,
     to_target: bool = True,
     transform_label: bool = True,
+    square_side: int | None = None,
 ) -> list:
     """Load an image (and its label), check them, bring a volume to RAS, the plan's spacing and slicing axis, and
     normalise intensities; with ``to_target``, map the label to the training target (consecutive classes or one
@@ -53,6 +56,9 @@ def loading_transforms(
         to_target: map the label to the training target.
         transform_label: whether the label follows the image's spatial steps (training, validation), or stays in
             its file's geometry and values, for metrics in the original space (with ``Invertd`` on predictions).
+        square_side: 2D: resize each image so that its longer side is this many pixels and pad it (centred, zeros
+            after normalisation) to a square of that side, keeping its aspect ratio; ``None`` leaves 2D images as
+            they are.
     """
     keys = list(keys)
     has_label = "label" in keys
@@ -72,6 +78,10 @@ def loading_transforms(
         if pixdim is not None:
             transforms.append(Spacingd(spatial_keys, pixdim=list(pixdim), mode=modes))
     transforms.append(PlannedNormalized("image", normalization))
+    if spatial_dims == 2 and square_side is not None:
+        modes = ["bilinear", "nearest"][: len(spatial_keys)]
+        transforms += [mt.Resized(spatial_keys, spatial_size=int(square_side), size_mode="longest", mode=modes),
+                       mt.SpatialPadd(spatial_keys, spatial_size=[int(square_side)] * 2)]
     if spatial_dims == 3 and slice_axis is not None and int(slice_axis) != 2:
         transforms.append(mt.Transposed(spatial_keys, indices=slice_last_indices(int(slice_axis))))
     if has_label and to_target and transform_label:
@@ -80,15 +90,17 @@ def loading_transforms(
 
 
 def planned_loading(plan: Plan, keys: Sequence[str] = ("image", "label"), transform_label: bool = True) -> list:
-    """:func:`loading_transforms` with the plan's dimensions, labels, spacing, slicing axis, normalisation and
-    channels."""
+    """:func:`loading_transforms` with the plan's dimensions, labels, spacing, slicing axis, normalisation,
+    channels and, with ``keep_aspect``, the square 2D patch."""
     return loading_transforms(keys, plan.spatial_dims, plan.label_spec, plan.pixdim, plan.slice_axis,
-                              plan.normalization, plan.in_channels, transform_label=transform_label)
+                              plan.normalization, plan.in_channels, transform_label=transform_label,
+                              square_side=int(plan.patch_size[0]) if plan.keep_aspect else None)
 
 
 def spatial_augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Sequence[str] = ("image", "label"),
                          rotate90_prob: float = 0.0) -> list:
-    """Training's spatial steps: a 2D image is resized whole to ``patch_size``; a volume is padded to it and a patch
+    """Training's spatial steps: a 2D image is resized whole to ``patch_size`` (an identity for the square images
+    of a ``keep_aspect`` plan); a volume is padded to it and a patch
     cropped (two of three centred on foreground); then random flips along every spatial axis and, with
     ``rotate90_prob`` and a patch square in its first two axes (so that every sample keeps the patch's shape), a
     random number of quarter turns in that plane (lesions and the like have no up or down)."""
