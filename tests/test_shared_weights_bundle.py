@@ -260,6 +260,27 @@ def test_pack_refuses_a_model_trained_with_another_plan(bundle, tmp_path):
     assert not list(tmp_path.glob("*.zip"))
 
 
+def test_pack_writes_the_run_values_of_the_model_into_the_packed_configs(bundle, tmp_path):
+    """A model trained with another patch (a value a run may override, e.g. `medsa demo`'s) is packed with that
+    value in the packed configs, so the unpacked bundle runs with the plan the model was trained with."""
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    shutil.copy(bundle / "models" / "model.pt", models / "model.pt")
+    plan = json.loads((bundle / "models" / "plan.json").read_text())
+    plan["patch_size"] = [96, 96]
+    (models / "plan.json").write_text(json.dumps(plan))
+    source = tmp_path / "samda_skin_lesion"
+    shutil.copytree(bundle, source, ignore=shutil.ignore_patterns("eval", "*.pt"))
+    (source / "large_files.yml").write_text(
+        f'large_files:\n  - path: "models/{BASE}"\n    url: "https://example.org/{BASE}"\n'
+        f'    hash_val: "{file_sha256(source / "models" / BASE)}"\n    hash_type: "sha256"\n')
+    archive = pack_bundle(source, tmp_path / "dist", model=models / "model.pt")
+    unpacked = unpack_bundle(archive, tmp_path / "unpacked")
+    for config in ("inference.json", "train.json"):
+        assert json.loads((unpacked / "configs" / config).read_text())["patch_size"] == [96, 96]
+    assert json.loads((unpacked / "models" / "plan.json").read_text())["patch_size"] == [96, 96]
+
+
 def test_pack_saves_a_whole_state_dict_on_a_frozen_base_as_shared_weights(bundle, tmp_path):
     from medsa_monai.networks import MedSA
 

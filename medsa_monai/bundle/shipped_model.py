@@ -14,9 +14,10 @@ trained, see :mod:`~medsa_monai.networks.weights`) when the bundle holds the bas
 tensors equal it exactly; a SAM-DA model of ``vit_b`` is then about 3 MB instead of 375 MB.
 
 The plan the model was trained with (``plan.json`` beside it, which training writes) goes into the archive as
-``models/plan.json`` after the packed bundle's own plan is checked against it, so that the unpacked bundle checks
-every run against it too; a model trained with another plan (other labels, normalisation, patch...) is refused,
-naming both and the first differing key.
+``models/plan.json``: the values a run may override where it differs from the bundle's (a patch, a spacing) are
+written into the packed configs' settings, then the packed bundle's plan is checked against it, so that the
+unpacked bundle checks every run against it too; a model trained with another plan (other labels, normalisation,
+channels...) is refused, naming both and the first differing key.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from monai.bundle import ConfigParser
 from ..networks.checkpoint import describe_state_dict, load_checkpoint_file, state_mismatch
 from ..networks.presets import SAM_GROUPS, parameter_group
 from ..networks.weights import WEIGHTS_RECORD, is_trained_weights, saved_keys, trained_weights
-from ..planning.plan import Plan, PlanError, check_model_plan, model_plan_file
+from ..planning.plan import OVERRIDABLE, Plan, PlanError, check_model_plan, model_plan_file
 from .large_files import large_file_entries
 
 __all__ = ["StagedModel", "stage_model"]
@@ -116,15 +117,37 @@ def _check_fits(model: Path, state: dict, network, root: Path) -> None:
                          f"{details}")
 
 
-def _check_plan(model: Path, trained: Path, root: Path, inference: dict) -> None:
-    """The packed bundle's plan (``bundle_plan`` with its settings) is the one ``model`` was trained with."""
+def _bundle_plan(root: Path, inference: dict):
     parser = ConfigParser(dict(inference))
     parser["bundle_root"] = str(root)
     parser["plan"]["model_file"] = None  # the bundle's own model is not the one packed
     try:
-        plan = parser.get_parsed_content("plan")
+        return parser.get_parsed_content("plan")
     except Exception as error:  # MONAI's parser wraps what the plan raises
         raise ValueError(f"'{root / 'configs' / 'inference.json'}': {error.__cause__ or error}") from None
+
+
+def _adopt_run_values(trained, root: Path, configs: dict[str, dict], staged: StagedModel) -> dict:
+    """Set, in every packed config that has the setting, the values a run may override (:data:`OVERRIDABLE`, e.g.
+    ``patch_size``) where the model's plan differs from the bundle's; return them."""
+    bundled = _bundle_plan(root, configs["configs/inference.json"])
+    adopted = {key: _plain_value(getattr(trained, key)) for key in OVERRIDABLE
+               if key != "datalist_file" and _plain_value(getattr(trained, key)) != _plain_value(getattr(bundled, key))}
+    for rel, config in configs.items():
+        changed = {k: v for k, v in adopted.items() if k in config and config[k] != v}
+        if changed:
+            config.update(changed)
+            staged.members[rel] = (json.dumps(config, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
+    return adopted
+
+
+def _plain_value(value):
+    return [_plain_value(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _check_plan(model: Path, trained: Path, root: Path, inference: dict) -> None:
+    """The packed bundle's plan (``bundle_plan`` with its settings) is the one ``model`` was trained with."""
+    plan = _bundle_plan(root, inference)
     source = f"the packed bundle's plan ('{root / 'configs' / 'inference.json'}', bundle_plan and settings)"
     try:
         check_model_plan(model, plan, source, trained, advice=f"pack it into a bundle made from that plan "
@@ -180,8 +203,13 @@ def stage_model(bundle_dir: str | Path, model: str | Path) -> StagedModel:
         logger.info("packed configs set to what the model was trained as: %s", ", ".join(
             f"{k}={v}" for k, v in settings.items()))
     inference = configs["configs/inference.json"]
-    _check_fits(model, state, _network(root, inference, None, meta=True), root)
     trained = model_plan_file(model)
+    if trained is not None:  # the run's values (a patch, a spacing) become the packed configs' settings
+        adopted = _adopt_run_values(Plan.load(trained), root, configs, staged)
+        if adopted:
+            logger.info("packed configs set to the values the model was trained with: %s", ", ".join(
+                f"{k}={v}" for k, v in adopted.items()))
+    _check_fits(model, state, _network(root, inference, None, meta=True), root)
     if trained is not None:
         _check_plan(model, trained, root, inference)
         staged.members[PLAN_MEMBER] = (json.dumps(Plan.load(trained).bundled(), indent=2) + "\n").encode("utf-8")
