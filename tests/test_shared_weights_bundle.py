@@ -281,6 +281,19 @@ def test_pack_writes_the_run_values_of_the_model_into_the_packed_configs(bundle,
     assert json.loads((unpacked / "models" / "plan.json").read_text())["patch_size"] == [96, 96]
 
 
+def test_pack_finds_the_preset_of_a_whole_state_dict(bundle, tmp_path):
+    """A whole state dict records no preset: packing finds the one whose network has exactly its keys (here
+    `full`, no SAM-DA tokens, in a SAM-DA bundle) and writes it into the packed configs."""
+    from medsa_monai.networks import MedSA
+
+    whole = tmp_path / "full.pt"
+    torch.save(MedSA(2, 3, 2, "vit_tiny", image_size=64, trainable="full").state_dict(), whole)
+    archive = pack_bundle(bundle, tmp_path / "dist", model=whole)
+    unpacked = unpack_bundle(archive, tmp_path / "unpacked")
+    inference = json.loads((unpacked / "configs" / "inference.json").read_text())
+    assert (inference["trainable"], inference["sam_variant"], inference["image_size"]) == ("full", "vit_tiny", 64)
+
+
 def test_pack_saves_a_whole_state_dict_on_a_frozen_base_as_shared_weights(bundle, tmp_path):
     from medsa_monai.networks import MedSA
 

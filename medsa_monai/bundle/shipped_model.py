@@ -32,7 +32,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from ..networks.checkpoint import describe_state_dict, load_checkpoint_file, state_mismatch
-from ..networks.presets import SAM_GROUPS, parameter_group
+from ..networks.presets import SAM_GROUPS, TRAINABLE_PRESETS, parameter_group
 from ..networks.weights import WEIGHTS_RECORD, is_trained_weights, saved_keys, trained_weights
 from ..planning.plan import OVERRIDABLE, Plan, PlanError, check_model_plan, model_plan_file
 from .large_files import large_file_entries
@@ -117,6 +117,23 @@ def _check_fits(model: Path, state: dict, network, root: Path) -> None:
                          f"{details}")
 
 
+def _preset_of_whole_state(root: Path, inference: dict, state: dict, settings: dict) -> str | None:
+    """The trainable preset whose network has exactly the keys of a whole state dict (the bundle's own preset
+    first, then ``full``), built on the meta device with the file's variant and size; ``None`` when none has."""
+    current = inference.get("trainable")
+    for preset in dict.fromkeys([current, "full", *TRAINABLE_PRESETS]):
+        if preset not in TRAINABLE_PRESETS:
+            continue
+        config = {**inference, **settings, "trainable": preset}
+        try:
+            network = _network(root, config, None, meta=True)
+        except Exception:  # a preset this bundle's network cannot take
+            continue
+        if set(network.state_dict()) == set(state):
+            return preset
+    return None
+
+
 def _bundle_plan(root: Path, inference: dict):
     parser = ConfigParser(dict(inference))
     parser["bundle_root"] = str(root)
@@ -194,6 +211,10 @@ def stage_model(bundle_dir: str | Path, model: str | Path) -> StagedModel:
     settings = _model_settings(model, state)
     configs = _configs(root)
     staged = StagedModel(record=dict(state[WEIGHTS_RECORD]) if is_trained_weights(state) else None)
+    if "trainable" not in settings:  # a whole state dict does not record its preset: the one whose parts it holds
+        preset = _preset_of_whole_state(root, configs["configs/inference.json"], state, settings)
+        if preset is not None:
+            settings["trainable"] = preset
     for rel, config in configs.items():
         changed = {k: v for k, v in settings.items() if k in config and config[k] != v}
         if changed:
