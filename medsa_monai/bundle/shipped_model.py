@@ -147,19 +147,14 @@ def _bundle_plan(root: Path, inference: dict):
 def _adopt_run_values(trained, root: Path, configs: dict[str, dict], staged: StagedModel) -> dict:
     """Set, in every packed config that has the setting, the values a run may override (:data:`OVERRIDABLE`, e.g.
     ``patch_size``) where the model's plan differs from the bundle's; return them."""
-    bundled = _bundle_plan(root, configs["configs/inference.json"])
-    adopted = {key: _plain_value(getattr(trained, key)) for key in OVERRIDABLE
-               if key != "datalist_file" and _plain_value(getattr(trained, key)) != _plain_value(getattr(bundled, key))}
+    wanted, bundled = trained.to_dict(), _bundle_plan(root, configs["configs/inference.json"]).to_dict()
+    adopted = {key: wanted[key] for key in OVERRIDABLE if key != "datalist_file" and wanted[key] != bundled[key]}
     for rel, config in configs.items():
         changed = {k: v for k, v in adopted.items() if k in config and config[k] != v}
         if changed:
             config.update(changed)
             staged.members[rel] = (json.dumps(config, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
     return adopted
-
-
-def _plain_value(value):
-    return [_plain_value(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _check_plan(model: Path, trained: Path, root: Path, inference: dict) -> None:
