@@ -20,12 +20,13 @@ For a volume (the hippocampus bundle) it also times 3D prompt propagation on one
 once: a click on one slice segmenting the structure slice by slice (the predictor's ``propagation``, the default),
 beside the same click prompting its own slice only (``propagation=False``, one batched decoder pass over all
 slices), the next click of that session (one slice further, the previous prediction fed back: only the slices
-with a click not yet obeyed are decoded again, the change confined to the regions those touch), and the cost per
-decoded
-(slice, class) pair. The volume is padded in-plane to the bundle's patch, as the bundle's click path pads it. The
-click goes to the centre of the first class as the model segments it automatically (on its middle slice). How far a
-click propagates depends on the weights: give a trained ``--model`` and a real ``--volume`` for figures that mean
-something; random weights time the mechanics only.
+with a click not yet obeyed are decoded again, the change confined to the regions those touch), the cost per
+decoded (slice, class) pair, and the first and next click decoded in a window around them (``ZoomPredictor``,
+``--zoom-margin``; the window's image is encoded at the first click and cached). The volume is padded in-plane
+to the bundle's patch, as the bundle's click path pads it. The click goes to the centre of the first class as the
+model segments it automatically (on its middle slice). How far a click propagates depends on the weights: give a
+trained ``--model`` and a real ``--volume`` for figures that mean something; random weights time the mechanics
+only.
 
 ``--runtime onnx`` compares, in one run, PyTorch with ONNX Runtime on the network itself (no bundle pipeline, no
 MONAI Label): the first click on an image (encoder, then the prompt decoder) and the next click (the prompt
@@ -53,7 +54,14 @@ from monai.transforms import SpatialPad
 from scipy import ndimage
 
 from medsa_monai.data import make_synthetic_dataset, make_synthetic_lesion_folder
-from medsa_monai.predictor import MedSAPredictor, calibrated_propagation_weight, calibrated_removal_radius
+from medsa_monai.predictor import (
+    EmbeddingCache,
+    MedSAPredictor,
+    ZoomPredictor,
+    calibrated_correction_depth,
+    calibrated_propagation_weight,
+    calibrated_removal_radius,
+)
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -135,8 +143,10 @@ class MonaiLabelClicks:
         return self.task.inferer().embedding_cache  # parsed once by MONAI Label, kept across requests
 
 
-def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | None, repeats: int = 5) -> dict:
-    """Time one click on a volume with and without propagation, the embedding computed once beforehand."""
+def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | None, repeats: int = 5,
+                        zoom_margin: float = 0.5) -> dict:
+    """Time one click on a volume with and without propagation, the embedding computed once beforehand; and the
+    same click and the next one decoded in a window around them (:class:`ZoomPredictor`)."""
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser.update({"bundle_root": str(bundle), "device": device, "output_dir": str(bundle / "eval")})
@@ -148,7 +158,8 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     predictor = MedSAPredictor(network, encode_depth=parser.get_parsed_content("encode_depth"),
                                dense_prompts=parser.get_parsed_content("dense_prompts"),
                                propagation_automatic_weight=weight,
-                               removal_radius=calibrated_removal_radius(model.parent) if model else None)
+                               removal_radius=calibrated_removal_radius(model.parent) if model else None,
+                               correction_depth_radius=calibrated_correction_depth(model.parent) if model else 0)
     preprocessing = parser.get_parsed_content("preprocessing")
     image = preprocessing({"image": str(volume)})["image"][None].to(device)
     frame = parser.get_parsed_content("plan").frame_size
@@ -201,10 +212,47 @@ def propagation_latency(bundle: Path, volume: Path, device: str, model: Path | N
     propagated, propagated_pairs, propagated_slices = timed(True)
     correction, correction_pairs, _ = timed(True, correction=True)
     own_slice, own_pairs, own_slices = timed(False)
-    return {"depth": image.shape[-1], "encode": encode, "propagated": propagated, "propagated_pairs": propagated_pairs,
-            "propagated_slices": propagated_slices, "own_slice": own_slice, "own_slice_pairs": own_pairs,
-            "correction": correction, "correction_pairs": correction_pairs,
+    zoomed = zoomed_latency(predictor, image, points, labels, point, repeats, zoom_margin)
+    return {**zoomed, "depth": image.shape[-1], "encode": encode, "propagated": propagated,
+            "propagated_pairs": propagated_pairs, "propagated_slices": propagated_slices, "own_slice": own_slice,
+            "own_slice_pairs": own_pairs, "correction": correction, "correction_pairs": correction_pairs,
             "automatic_weight": predictor.propagation_automatic_weight}
+
+
+def zoomed_latency(predictor: MedSAPredictor, image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+                   point: list, repeats: int, margin: float) -> dict:
+    """A click decoded in its window: the first (the window's image encoded, then decoded) and the next click of
+    that session (the window's embedding from the cache when the window stays), medians of ``repeats``."""
+    settings = {k: getattr(predictor, k) for k in ("encode_depth", "dense_prompts", "propagation_automatic_weight",
+                                                    "removal_radius", "correction_depth_radius")}
+    device = image.device.type
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    first, following, factors = [], [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            zoom = ZoomPredictor(MedSAPredictor(predictor.network, embedding_cache=EmbeddingCache(), **settings),
+                                 margin=margin)
+            session = zoom.encode(image)
+            sync()
+            start = time.perf_counter()
+            previous = zoom.decode(session, image.shape, points, labels)
+            sync()
+            first.append(time.perf_counter() - start)
+            factors.append(zoom.last_windows[0].factor)
+            second = points[:, :1].clone()
+            second[..., 0, 2] = min(point[2] + 1, image.shape[-1] - 1)
+            clicks = torch.cat([points, torch.cat([second, points[:, 1:]], 1)], 2)
+            sync()
+            start = time.perf_counter()
+            zoom.decode(session, image.shape, clicks, torch.cat([labels, labels], 2), mask_inputs=previous)
+            sync()
+            following.append(time.perf_counter() - start)
+    return {"zoomed_first": statistics.median(first), "zoomed_next": statistics.median(following),
+            "zoom": statistics.median(factors), "zoom_margin": margin}
 
 
 def _median_time(step, repeats: int) -> float:
@@ -292,6 +340,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="trained model.pt for the propagation figures")
     parser.add_argument("--trainable", default=None, help="the trained model's preset (e.g. full: no adapters)")
     parser.add_argument("--volume", type=Path, default=None, help="volume for the propagation figures")
+    parser.add_argument("--zoom-margin", type=float, default=0.5, help="margin of the zoomed click's window")
     parser.add_argument("--runtime", choices=["pytorch", "onnx"], default="pytorch",
                         help="onnx: PyTorch beside ONNX Runtime on the network itself (see above)")
     parser.add_argument("--variants", nargs="+", default=["vit_tiny", "vit_b"], help="with --runtime onnx")
@@ -351,7 +400,8 @@ def main() -> None:
               f"(median of {len(later)} clicks)")
         print(f"  embedding cache: {cache.misses} computed, {cache.hits} reused")
         if args.bundle == "medsa_hippocampus_mri":
-            found = propagation_latency(bundle, args.volume or paths[0], args.device, args.model)
+            found = propagation_latency(bundle, args.volume or paths[0], args.device, args.model,
+                                        zoom_margin=args.zoom_margin)
             print(f"3D click on one slice of a {found['depth']}-slice volume, embedding computed once "
                   f"({found['encode']:.3f} s to encode); {'trained' if args.model else 'random'} weights, "
                   f"propagation_automatic_weight {found['automatic_weight']}:")
@@ -363,6 +413,9 @@ def main() -> None:
                   f"confined to the regions it changes")
             print(f"  own slice only (no propagation): {found['own_slice']:8.3f} s, {found['own_slice_pairs']} passes "
                   f"in one batch; {found['own_slice'] / max(found['own_slice_pairs'], 1) * 1000:.2f} ms per pass")
+            print(f"  zoomed (margin {found['zoom_margin']:g}, window magnified {found['zoom']:.2f} x): first click "
+                  f"{found['zoomed_first']:8.3f} s (the window encoded, then decoded), next click "
+                  f"{found['zoomed_next']:8.3f} s")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,13 @@ from pathlib import Path
 from fundus_domain_adaptation import BUNDLE, parser_for, train
 
 
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with images/ and labels/")
@@ -30,18 +37,25 @@ def main() -> None:
                         help="2e-3 collapsed to empty predictions after ~20 epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--clicks", type=int, default=0,
+                        help="also run the interactive evaluation with this many iterative clicks (0: skip it)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="bundle settings, e.g. prompt_zoom_probability=0.5 interactive_zoom=true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.output).resolve()
     size = args.image_size
     common = {"sam_variant": "vit_tiny", "sam_checkpoint": None, "image_size": size, "patch_size": [size, size],
               "batch_size": args.batch_size, "seed": args.seed, "num_workers": 0, "progress_bar": False,
-              "cache_embeddings": False}
+              "cache_embeddings": False,
+              **{k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}}
     checkpoint, seconds = train(BUNDLE, common, out / "full", Path(args.data), "full", args.learning_rate, args.minutes,
                                 None)
     evaluation = parser_for(BUNDLE, ["train.json", "evaluate.json"], {
         **common, "dataset_dir": str(Path(args.data).resolve()), "bundle_root": str(out / "full"),
-        "trainable": "full", "evaluate#handlers#0#load_path": str(checkpoint), "interactive_clicks": 0})
+        "trainable": "full", "evaluate#handlers#0#load_path": str(checkpoint),
+        "interactive#handlers#0#load_path": str(checkpoint), "interactive_clicks": args.clicks,
+        "paper_protocols": []})
     evaluation.get_parsed_content("initialize")
     evaluation.get_parsed_content("run")
     summary = json.loads((out / "full" / "eval" / "summary.json").read_text())
@@ -57,6 +71,20 @@ def main() -> None:
     d, c, v = result["dice_disc"], result["dice_cup"], result["vcdr"]
     print(f"| full | {d['mean']:.3f} +- {d['std']:.3f} | {c['mean']:.3f} +- {c['std']:.3f} | "
           f"{v['mae']:.3f} +- {v['std']:.3f} |")
+    interactive = out / "full" / "eval" / "interactive_summary.json"
+    if args.clicks and interactive.is_file():
+        report = json.loads(interactive.read_text())
+        result["interactive"] = report
+        print("\n| region | automatic (prompts' frame) | box | 1 / 3 / 5 / 10 / 20 clicks | NoC@80 | NoC@85 | NoC@90 |")
+        print("|---|---|---|---|---|---|---|")
+        for name, entry in report["classes"].items():
+            clicks = " / ".join(f"{entry['dice_after_clicks'].get(k, float('nan')):.3f}"
+                                for k in ("1", "3", "5", "10", "20"))
+            print(f"| {name} | {entry.get('automatic_dice', float('nan')):.3f} | "
+                  f"{entry.get('box_dice', float('nan')):.3f} | {clicks} | "
+                  + " | ".join(f"{entry['noc'].get(t, float('nan')):.2f}" for t in ("80", "85", "90")) + " |")
+        if report.get("zoom_after_clicks"):
+            print("\nmean zoom of each click's window: " + " / ".join(f"{z:.2f}" for z in report["zoom_after_clicks"]))
     (out / "results.json").write_text(json.dumps(result, indent=2))
 
 

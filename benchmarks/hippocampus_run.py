@@ -3,10 +3,10 @@ for the same wall-clock budget with the same pipeline, then evaluated on the sam
 
     python benchmarks/hippocampus_run.py --data ../shared/data/Task04_Hippocampus --out runs/hippocampus
 
-For each model: a one-epoch pilot times an epoch, so that the learning-rate schedule ends with the budget; the
-training then runs under ``time_budget_minutes``; the model of the last epoch (no selection on the held-out cases)
-is evaluated in the original image space, and MedSA also in interactive mode (clicks, box). Prints a Markdown table
-and writes ``results.json``.
+For each model: a one-epoch pilot (without the calibration that follows training) times an epoch, so that the
+learning-rate schedule ends with the budget; the training then runs under ``time_budget_minutes``; the model of the
+last epoch (no selection on the held-out cases) is evaluated in the original image space, and MedSA also in
+interactive mode (clicks, box). Prints a Markdown table and writes ``results.json``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main() -> None:
                 "pilot_epoch_seconds", "planned_epochs", "train_seconds"))
         else:
             pilot = bundle("training", train_files, {**common, "bundle_root": str(out / "pilot"), "max_epochs": 1,
-                                                      "val_interval": 1000}, log)
+                                                      "val_interval": 1000, "calibrate#run": "$None"}, log)
             epochs = max(1, math.floor(options.minutes * 60 / (pilot * 1.05)))
             seconds = bundle("training", train_files, {**common, "bundle_root": str(out), "max_epochs": epochs,
                                                        "val_interval": 5, "warmup_epochs": 1,
@@ -117,17 +117,19 @@ def main() -> None:
             continue
         budget = report["noc_budget"]
         print(f"\n{name}, interactive (every prompt propagated; NoC budget {budget} clicks):\n")
-        print("| class | automatic | automatic, prompts' frame | box | 1 / 3 / 5 clicks | NoC@85 | NoC@90 |"
+        print("| class | automatic | automatic, prompts' frame | box | 1 / 3 / 5 / 10 / 20 clicks | NoC@80 | NoC@85 |"
+              " NoC@90 |"
               " CVPR 2025: box, clicks 1-5 | DSC_AUC |"
               " NSD_AUC | final Dice | final NSD | click on every slice |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         cvpr = report.get("cvpr2025", {})
         for cls, inter in report["classes"].items():
             automatic = entry["classes"].get(cls, {}).get("dice", {}).get("mean", math.nan)
-            clicks = " / ".join(f"{inter['dice_after_clicks'].get(k, math.nan):.3f}" for k in ("1", "3", "5"))
+            clicks = " / ".join(f"{inter['dice_after_clicks'].get(k, math.nan):.3f}"
+                                for k in ("1", "3", "5", "10", "20"))
             row = [cls, f"{automatic:.3f}", f"{inter.get('automatic_dice', math.nan):.3f}",
                    f"{inter.get('box_dice', math.nan):.3f}", clicks,
-                   f"{inter['noc']['85']:.2f}", f"{inter['noc']['90']:.2f}"]
+                   f"{inter['noc'].get('80', math.nan):.2f}", f"{inter['noc']['85']:.2f}", f"{inter['noc']['90']:.2f}"]
             protocol = cvpr.get("mean") if cls == "mean" else cvpr.get("classes", {}).get(cls)
             if protocol:
                 row += [" / ".join(f"{v:.3f}" for v in protocol["dice"])] + [
@@ -136,6 +138,8 @@ def main() -> None:
                 row += ["-"] * 5
             row.append(f"{inter.get('slice_clicks_dice', math.nan):.3f}")
             print("| " + " | ".join(row) + " |")
+        if report.get("zoom_after_clicks"):
+            print("\nmean zoom of each click's window: " + " / ".join(f"{z:.2f}" for z in report["zoom_after_clicks"]))
 
 
 if __name__ == "__main__":

@@ -129,6 +129,18 @@ def test_evaluate_reports_metrics_in_original_space(dataset, trained):
     assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2}
 
 
+def test_training_and_clicks_with_the_prompt_centred_zoom(dataset, tmp_path):
+    bundle_cli("run", "training", "--config_file", TRAIN, "--dataset_dir", str(dataset), "--bundle_root",
+               str(tmp_path), "--sam_checkpoint", "None", "--max_epochs", "1", "--val_interval", "1",
+               "--prompt_zoom_probability", "1.0", *FAST)
+    bundle_cli("run", "evaluating", "--config_file", f"['{TRAIN}','{CONFIGS / 'evaluate.json'}']", "--dataset_dir",
+               str(dataset), "--bundle_root", str(tmp_path), "--interactive_clicks", "2", "--interactive_zoom", "True",
+               "--protocol_clicks", "0", "--paper_protocols", "[]", *FAST)
+    interactive = json.loads((tmp_path / "eval" / "interactive_summary.json").read_text())
+    assert len(interactive["zoom_after_clicks"]) == 2 and min(interactive["zoom_after_clicks"]) >= 1.0
+    assert set(interactive["classes"]["mean"]["noc"]) == {"80", "85", "90"}
+
+
 def test_inference_writes_nifti_with_the_input_geometry(dataset, trained):
     bundle_cli("run", "inferring", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(dataset),
                "--bundle_root", str(trained), *FAST[:-2])

@@ -288,3 +288,36 @@ def test_training_frame_padding_pads_volumes_in_plane_only():
     padded = pad({"image": torch.ones(1, 35, 60, 30), "label": torch.ones(1, 35, 60, 30)})
     assert padded["image"].shape == (1, 40, 60, 30) and padded["label"].shape == (1, 40, 60, 30)
     assert padded["image"][0, :2].sum() == 0 and padded["image"][0, 2:37].min() == 1  # 2 before, 3 after
+
+
+def test_a_correction_reaches_the_slices_within_its_depth_radius_where_they_do_not_obey_it_yet():
+    structure = tube(5, 24)
+    previous = torch.where(structure, 6.0, -6.0)[None, None].clone()
+    previous[0, 0, ..., 10:15] = -6.0  # the previous prediction misses slices 10..14
+    click = torch.tensor([[[[30.0, 34.0, 12.0]]]])
+    for radius, decoded in ((0, [12]), (2, [10, 11, 12, 13, 14]), (4, [10, 11, 12, 13, 14])):
+        decoder = TubeDecoder(structure)
+        prompts = to_sam_prompts(click, torch.ones(1, 1, 1), None, previous, spatial_shape=(64, 64, 30),
+                                 image_size=64, num_classes=1, batch=1, click_depth_radius=radius)
+        low_res = propagate(decoder, prompts, 1, 30, confine_corrections=True)
+        assert sorted(z for z, _ in decoder.decoded) == decoded  # slices 8, 9, 15, 16 already obey the click
+        fixed = (low_res[0, 0] > 0) == structure
+        assert fixed.all(0).all(0).sum() == 30 - 5 + len(decoded)
+
+
+def test_the_predictor_sends_a_correction_to_its_depth_radius_and_a_first_click_to_its_slice(monkeypatch):
+    import medsa_monai.predictor.predictor as module
+
+    radii = []
+    real = module.to_sam_prompts
+    monkeypatch.setattr(module, "to_sam_prompts",
+                        lambda *a, **k: radii.append(k["click_depth_radius"]) or real(*a, **k))
+    torch.manual_seed(0)
+    predictor = MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64).eval(), correction_depth_radius=3)
+    image = torch.rand(1, 1, 32, 32, 8)
+    with torch.no_grad():
+        embeddings = predictor.encode(image)
+        points, labels = torch.tensor([[[[16.0, 16.0, 4.0]]]]), torch.ones(1, 1, 1)
+        first = predictor.decode(embeddings, image.shape, points, labels)
+        predictor.decode(embeddings, image.shape, points, labels, mask_inputs=first)
+    assert radii == [0, 3]

@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from medsa_monai.evaluation.interactive_protocol import run_protocol
+from medsa_monai.evaluation.iterative_clicks import simulate_clicks
 from medsa_monai.networks import MedSA
-from medsa_monai.predictor import MedSAPredictor, calibrated_propagation_weight, calibrated_removal_radius
+from medsa_monai.predictor import (
+    MedSAPredictor,
+    calibrated_correction_depth,
+    calibrated_propagation_weight,
+    calibrated_removal_radius,
+)
 from medsa_monai.training import calibrate_propagation, calibration_checkpoint
 
 
@@ -30,7 +36,7 @@ def cases(count: int = 2) -> list[dict]:
 def test_calibration_scores_every_weight_by_box_dice_and_keeps_the_best(tmp_path):
     torch.manual_seed(0)
     net = MedSAPredictor(MedSA(3, 1, 3, "vit_tiny", image_size=64, trainable="full").eval())
-    found = calibrate_propagation(net, cases(), tmp_path, weights=(0.0, 0.5, 1.0))
+    found = calibrate_propagation(net, cases(), tmp_path, weights=(0.0, 0.5, 1.0), margin=0.0)
     left_with = net.propagation_automatic_weight, net.removal_radius
     assert found["cases"] == 2 and set(found["box_dice"]) == {"0.0", "0.5", "1.0"}
     for weight, score in found["box_dice"].items():  # the protocol's box, mean over classes and cases, by hand
@@ -45,16 +51,46 @@ def test_calibration_scores_every_weight_by_box_dice_and_keeps_the_best(tmp_path
     assert json.loads((tmp_path / "propagation.json").read_text()) == found
     assert calibrated_propagation_weight(tmp_path) == found["propagation_automatic_weight"]
     assert not net.network.training
-    # then, with that weight, each removal radius by Dice after the protocol's five clicks
+    # then, with that weight, each removal radius by Dice after five clicks, after the box and without one
     assert set(found["click_dice"]) == {"none", "2.0"}
     net.propagation_automatic_weight = found["propagation_automatic_weight"]
+
+    def by_hand() -> float:
+        scores = []
+        for item in cases():
+            reference = item["label"][0].long().numpy()
+            after_box = np.nanmean(run_protocol(net, item["image"][None], reference, num_clicks=5).final_dice)
+            alone = np.nanmean(simulate_clicks(net, item["image"][None], reference, 5, with_box=False).click_dice[-1])
+            scores.append((after_box + alone) / 2)
+        return float(np.mean(scores))
+
+    net.correction_depth_radius = 0  # radii are scored with the predictor's own depth
     for radius, score in found["click_dice"].items():
         net.removal_radius = None if radius == "none" else float(radius)
-        by_hand = [np.nanmean(run_protocol(net, item["image"][None], item["label"][0].long().numpy(),
-                                           num_clicks=5).final_dice) for item in cases()]
-        assert score == pytest.approx(float(np.mean(by_hand)), abs=1e-6)
+        assert score == pytest.approx(by_hand(), abs=1e-6)
     best_radius = None if found["click_dice"]["none"] >= found["click_dice"]["2.0"] else 2.0
     assert found["removal_radius"] == best_radius == calibrated_removal_radius(tmp_path)
+    # then, with that radius, each correction depth the same way
+    assert set(found["depth_dice"]) == {"0", "1", "2", "3", "4"}
+    net.removal_radius = found["removal_radius"]
+    for depth, score in found["depth_dice"].items():
+        net.correction_depth_radius = int(depth)
+        assert score == pytest.approx(by_hand(), abs=1e-6)
+    depths = {int(d): s for d, s in found["depth_dice"].items()}
+    assert found["correction_depth_radius"] == min(d for d, s in depths.items() if s == max(depths.values()))
+    assert calibrated_correction_depth(tmp_path) == found["correction_depth_radius"]
+
+
+def test_a_candidate_replaces_the_default_only_by_the_margin():
+    from medsa_monai.training.calibration import _best
+
+    scores = {None: 0.7975, 2.0: 0.7997}  # the demo's swing: radius 2 ahead by 0.002
+    assert _best(scores, [None, 2.0], margin=0.005) is None
+    assert _best(scores, [None, 2.0], margin=0.0) == 2.0
+    assert _best({None: 0.79, 2.0: 0.80}, [None, 2.0], margin=0.005) == 2.0
+    weights = {0.0: 0.720, 0.25: 0.742, 0.5: 0.749}  # a Task04 model's box Dice
+    assert _best(weights, [0.0, 0.25, 0.5], margin=0.005) == 0.5
+    assert _best({0.0: float("nan"), 0.5: 0.7}, [0.0, 0.5], margin=0.005) == 0.5
 
 
 def test_calibration_loads_a_training_checkpoint_first(tmp_path):
@@ -112,6 +148,19 @@ def test_each_case_is_encoded_once_for_all_the_weights(tmp_path):
     calibrate_propagation(predictor, cases(2), None)
     assert len(encoded) == 2  # two cases, three weights
     assert predictor.embedding_cache is None and net.training  # left as it was found
+
+
+def test_reading_the_correction_depth_back(tmp_path):
+    assert calibrated_correction_depth(tmp_path) == 0  # none made: a correction stays on its slice
+    (tmp_path / "propagation.json").write_text('{"propagation_automatic_weight": 0.5, "removal_radius": null}')
+    assert calibrated_correction_depth(tmp_path) == 0  # a calibration from before the depth was chosen
+    (tmp_path / "propagation.json").write_text('{"correction_depth_radius": 3}')
+    assert calibrated_correction_depth(tmp_path) == 3
+    (tmp_path / "propagation.json").write_text('{"correction_depth_radius": 1.5}')
+    with pytest.raises(ValueError, match="correction_depth_radius 1.5"):
+        calibrated_correction_depth(tmp_path)
+    with pytest.raises(ValueError, match="correction_depth_radius"):
+        MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64), correction_depth_radius=-1)
 
 
 def test_reading_the_removal_radius_back(tmp_path):

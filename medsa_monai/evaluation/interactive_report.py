@@ -33,7 +33,8 @@ class InteractiveReport:
     """Summarise the sessions of an :class:`~medsa_monai.evaluation.InteractiveEvaluator`.
 
     Writes ``interactive_summary.json`` (per class and averaged over classes: mean Dice after each of
-    ``report_clicks`` clicks and the whole curve, mean NoC at each threshold within the click budget, mean box
+    ``report_clicks`` clicks and the whole curve, mean NoC at each threshold within the click budget, the mean zoom
+    of each click's window for a zooming predictor (``zoom_after_clicks``), mean box
     Dice, and the automatic Dice of the same images in the same frame (``automatic_dice``, the baseline the prompts
     are compared with); the CVPR 2025 protocol's summary under ``"cvpr2025"``, Med-SA's click-on-every-slice Dice under
     ``"slice_clicks"`` and the Med-SA paper's protocols under ``"medsa_paper"`` when they ran),
@@ -47,7 +48,8 @@ class InteractiveReport:
     """
 
     def __init__(self, output_dir: str | Path | None, class_names: Mapping[Any, str] | Sequence[str],
-                 report_clicks: Sequence[int] = (1, 3, 5), thresholds: Sequence[float] = (0.85, 0.9)) -> None:
+                 report_clicks: Sequence[int] = (1, 3, 5, 10, 20),
+                 thresholds: Sequence[float] = (0.8, 0.85, 0.9)) -> None:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.classes = list(class_map(class_names).values())
         self.report_clicks = tuple(report_clicks)
@@ -95,6 +97,9 @@ class InteractiveReport:
             per_class[name] = entry
         self.summary = {"num_cases": len(self.cases), "num_clicks": clicks, "noc_budget": clicks,
                         "classes": per_class}
+        zooms = [r.zoom for _, r in self.cases if r.zoom is not None]
+        if zooms:  # how much each click's window magnified the image, mean over cases
+            self.summary["zoom_after_clicks"] = [_nanmean(step) for step in np.stack(zooms).T]
         protocols = [r.protocol for _, r in self.cases if r.protocol is not None]
         if protocols:
             cvpr = summarize_protocol(protocols)

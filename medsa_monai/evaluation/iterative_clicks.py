@@ -31,6 +31,8 @@ class InteractiveResult:
             (the whole pre-processed image at once, only the classes present predicted, as the prompted modes): the
             like-for-like baseline of the box and the clicks. The bundle's automatic evaluation (sliding window,
             original image space) is another frame and can differ from it by a few points.
+        zoom: ``(num_clicks,)`` how much each click's window magnified the image (1: the whole image), for a
+            predictor that zooms (:class:`~medsa_monai.predictor.ZoomPredictor`), else ``None``.
     """
 
     click_dice: np.ndarray
@@ -39,6 +41,7 @@ class InteractiveResult:
     slice_click_dice: np.ndarray | None = None
     paper: dict | None = None
     automatic_dice: np.ndarray | None = None
+    zoom: np.ndarray | None = None
 
 
 def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
@@ -84,6 +87,7 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
     predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
     low_res = None
     click_dice = np.full((num_clicks, classes), math.nan)
+    zoom = np.full(num_clicks, math.nan) if hasattr(predictor, "last_windows") else None
     for step in range(num_clicks):
         for k in range(classes):
             if present[k]:
@@ -100,6 +104,8 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
         low_res = predictor.decode(embeddings, image.shape, points, labels,
                                  mask_inputs=low_res if mask_feedback and step else None)
         predicted = predicted_masks(predictor, low_res, spatial)
+        if zoom is not None:
+            zoom[step] = float(np.mean([window.factor for window in predictor.last_windows]))
         click_dice[step] = [dice_score(predicted[k], references[k]) if present[k] else math.nan
                             for k in range(classes)]
 
@@ -113,7 +119,7 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
         predicted = predicted_masks(predictor, predictor.decode(embeddings, image.shape, boxes=boxes), spatial)
         box_dice = np.array([dice_score(predicted[k], references[k]) if present[k] else math.nan
                              for k in range(classes)])
-    return InteractiveResult(click_dice, box_dice, automatic_dice=automatic_dice)
+    return InteractiveResult(click_dice, box_dice, automatic_dice=automatic_dice, zoom=zoom)
 
 
 def slice_clicks(mask: np.ndarray) -> np.ndarray:

@@ -2,7 +2,12 @@
 propagation through a volume, confined corrections, prompts drawn as maps, clicks from MONAI Label) and the MONAI
 inferers built on it."""
 
-from .calibrated import CALIBRATION_FILE, calibrated_propagation_weight, calibrated_removal_radius
+from .calibrated import (
+    CALIBRATION_FILE,
+    calibrated_correction_depth,
+    calibrated_propagation_weight,
+    calibrated_removal_radius,
+)
 from .click_guidance import AddClickGuidanced, clicks_from_request, guidance_to_points, index_mapping
 from .corrections import confine_to_clicked_regions, pending_clicks
 from .dense_prompts import draw_prompt_maps, with_prompt_maps
@@ -11,6 +16,7 @@ from .inferers import ClickAwareInferer, MirroringInferer, planned_inferer
 from .onnx_predictor import OnnxPredictor
 from .predictor import MedSAPredictor, unwrap_network
 from .propagation import EMPTY_LOGIT, low_res_boxes, propagate_prompts
+from .zoom import ZoomPredictor, ZoomSession
 
 __all__ = [
     "AddClickGuidanced",
@@ -21,6 +27,7 @@ __all__ = [
     "MedSAPredictor",
     "MirroringInferer",
     "OnnxPredictor",
+    "calibrated_correction_depth",
     "calibrated_propagation_weight",
     "calibrated_removal_radius",
     "clicks_from_request",
@@ -34,4 +41,6 @@ __all__ = [
     "propagate_prompts",
     "unwrap_network",
     "with_prompt_maps",
+    "ZoomPredictor",
+    "ZoomSession",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["CALIBRATION_FILE", "calibrated_propagation_weight", "calibrated_removal_radius"]
+__all__ = ["CALIBRATION_FILE", "calibrated_correction_depth", "calibrated_propagation_weight",
+           "calibrated_removal_radius"]
 
 CALIBRATION_FILE = "propagation.json"
 
@@ -53,3 +54,15 @@ def calibrated_removal_radius(ckpt_dir: str | Path, default: float | None = None
     if radius is not None and (isinstance(radius, bool) or not isinstance(radius, (int, float)) or radius <= 0):
         raise ValueError(f"{path}: removal_radius {radius!r} is neither null nor a positive number")
     return None if radius is None else float(radius)
+
+
+def calibrated_correction_depth(ckpt_dir: str | Path, default: int = 0) -> int:
+    """The ``correction_depth_radius`` chosen for the models in ``ckpt_dir``, or ``default`` if none was (no file, or
+    a file written before the depth was calibrated)."""
+    path, found = _read(ckpt_dir)
+    if found is None or "correction_depth_radius" not in found:
+        return int(default)
+    depth = found["correction_depth_radius"]
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ValueError(f"{path}: correction_depth_radius {depth!r} is not a whole number of slices >= 0")
+    return depth

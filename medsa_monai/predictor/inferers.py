@@ -12,6 +12,7 @@ from torch import nn
 
 from .embedding_cache import EmbeddingCache
 from .predictor import MedSAPredictor
+from .zoom import ZoomPredictor
 
 __all__ = ["planned_inferer", "CachedInferer", "ClickAwareInferer", "MirroringInferer"]
 
@@ -71,23 +72,28 @@ class ClickAwareInferer(Inferer):
             the output cropped back, so that slices keep the zoom they had in training
             (:func:`~medsa_monai.preprocessing.training_frame_size`); ``None``: the input as it is.
         embedding_cache: the predictor's cache (default: a new one of 1 GiB).
+        zoom_margin: decode the clicked structures in a window around them with this margin
+            (:class:`~medsa_monai.predictor.ZoomPredictor`); ``None``: the whole input.
         predictor_settings: the other arguments of :class:`~medsa_monai.predictor.MedSAPredictor`
             (``encode_depth``, ``dense_prompts``, ``propagation_automatic_weight``, ``removal_radius``, ...).
     """
 
     def __init__(self, automatic: Inferer, image_channels: int, min_size: Sequence[int] | None = None,
-                 embedding_cache: EmbeddingCache | None = None, **predictor_settings) -> None:
+                 embedding_cache: EmbeddingCache | None = None, zoom_margin: float | None = None,
+                 **predictor_settings) -> None:
         super().__init__()
         self.automatic = automatic
         self.image_channels = image_channels
         self.min_size = None if min_size is None else [int(s) for s in min_size]
         self.embedding_cache = EmbeddingCache(2**30) if embedding_cache is None else embedding_cache
+        self.zoom_margin = None if zoom_margin is None else float(zoom_margin)
         self.predictor_settings = dict(predictor_settings)
 
-    def predictor(self, network: nn.Module) -> MedSAPredictor:
+    def predictor(self, network: nn.Module) -> MedSAPredictor | ZoomPredictor:
         """The predictor of ``network`` that reads the guidance channels, with this inferer's cache."""
-        return MedSAPredictor(network, embedding_cache=self.embedding_cache, click_guidance=True,
-                              **self.predictor_settings)
+        predictor = MedSAPredictor(network, embedding_cache=self.embedding_cache, click_guidance=True,
+                                   **self.predictor_settings)
+        return predictor if self.zoom_margin is None else ZoomPredictor(predictor, self.zoom_margin)
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
         guidance = inputs[:, self.image_channels:]

@@ -60,6 +60,9 @@ class MedSAPredictor:
         confine_corrections: confine a correction to the regions its clicks change (3D sessions under way).
         removal_radius: how far a background click may remove, in low-resolution pixels; ``None``: the whole
             region of change it touches.
+        correction_depth_radius: in a 3D session under way (a previous prediction fed back), a click also corrects
+            the slices within this many of its own, at the same in-plane position (each where the previous
+            prediction does not obey it yet, confined as on its own slice); 0: its own slice only.
         dense_prompts: draw boxes and clicks into SAM's mask prompt.
         click_radius: radius of a click's disk in those maps, in low-resolution pixels.
         click_guidance: read ``1 + K`` guidance channels after the image's as clicks.
@@ -74,6 +77,7 @@ class MedSAPredictor:
         propagation_automatic_weight: float = 0.0,
         confine_corrections: bool = True,
         removal_radius: float | None = None,
+        correction_depth_radius: int = 0,
         dense_prompts: bool = False,
         click_radius: float = 1.0,
         click_guidance: bool = False,
@@ -90,6 +94,9 @@ class MedSAPredictor:
             raise ValueError(f"propagation_automatic_weight must lie in [0, 1], got {propagation_automatic_weight}")
         if removal_radius is not None and not removal_radius > 0:
             raise ValueError(f"removal_radius must be None or positive, got {removal_radius}")
+        if int(correction_depth_radius) != correction_depth_radius or correction_depth_radius < 0:
+            raise ValueError(f"correction_depth_radius must be a whole number of slices >= 0, got "
+                             f"{correction_depth_radius}")
         if click_radius <= 0:
             raise ValueError(f"click_radius must be positive, got {click_radius}")
         self.embedding_cache = embedding_cache
@@ -97,6 +104,7 @@ class MedSAPredictor:
         self.propagation_automatic_weight = float(propagation_automatic_weight)
         self.confine_corrections = bool(confine_corrections)
         self.removal_radius = None if removal_radius is None else float(removal_radius)
+        self.correction_depth_radius = int(correction_depth_radius)
         self.dense_prompts = bool(dense_prompts)
         self.click_radius = float(click_radius)
         self.click_guidance = bool(click_guidance)
@@ -210,9 +218,12 @@ class MedSAPredictor:
         network = self.network
         batch, depth = network.rows_of(image_shape, embeddings)
         propagate = self.propagation and (points is not None or boxes is not None)
+        depth_radius = network.click_depth_radius
+        if propagate:  # a first click seeds its own slice; a correction reaches correction_depth_radius further
+            depth_radius = self.correction_depth_radius if mask_inputs is not None else 0
         prompts = to_sam_prompts(points, point_labels, boxes, mask_inputs, spatial_shape=tuple(image_shape[2:]),
                                  image_size=network.image_size, num_classes=network.num_classes, batch=batch,
-                                 click_depth_radius=0 if propagate else network.click_depth_radius)
+                                 click_depth_radius=depth_radius)
         if not propagate:
             return self.decode_prompts(embeddings, prompts, batch, depth)
         plain = _plain(embeddings)

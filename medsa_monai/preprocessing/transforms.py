@@ -22,6 +22,7 @@ from ..data.labels import LabelSpec, LabelsToTargetd
 from ..data.loading import LoadImaged
 from ..data.spacing import Spacingd
 from ..planning.plan import Plan, slice_last_indices
+from ..prompts.zoom import RandPromptZoomd
 from .normalization import PlannedNormalized
 
 __all__ = ["loading_transforms", "planned_loading", "spatial_augmentation", "intensity_augmentation",
@@ -98,10 +99,12 @@ def planned_loading(plan: Plan, keys: Sequence[str] = ("image", "label"), transf
 
 
 def spatial_augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Sequence[str] = ("image", "label"),
-                         rotate90_prob: float = 0.0) -> list:
+                         rotate90_prob: float = 0.0, zoom_prob: float = 0.0, zoom_margin: float = 0.5) -> list:
     """Training's spatial steps: a 2D image is resized whole to ``patch_size`` (an identity for the square images
     of a ``keep_aspect`` plan); a volume is padded to it and a patch
-    cropped (two of three centred on foreground); then random flips along every spatial axis and, with
+    cropped (two of three centred on foreground); with ``zoom_prob``, the window a prompt-centred zoom would decode
+    one structure in (:class:`~medsa_monai.prompts.RandPromptZoomd`, its margin drawn between half and twice
+    ``zoom_margin``); then random flips along every spatial axis and, with
     ``rotate90_prob`` and a patch square in its first two axes (so that every sample keeps the patch's shape), a
     random number of quarter turns in that plane (lesions and the like have no up or down)."""
     keys = list(keys)
@@ -111,6 +114,9 @@ def spatial_augmentation(spatial_dims: int, patch_size: Sequence[int], keys: Seq
         steps = [mt.SpatialPadd(keys, spatial_size=list(patch_size)),
                  mt.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=list(patch_size), pos=2, neg=1,
                                            num_samples=1)]
+    if zoom_prob > 0:  # left out, not merely never drawn, at 0: no random stream changes
+        steps.append(RandPromptZoomd(keys, label_key=keys[-1], prob=zoom_prob,
+                                     margin=(zoom_margin / 2, zoom_margin * 2)))
     steps += [mt.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
     if rotate90_prob > 0 and patch_size[0] == patch_size[1]:
         steps.append(mt.RandRotate90d(keys, prob=rotate90_prob, spatial_axes=(0, 1)))

@@ -11,9 +11,13 @@ from .sampling import (
     simulated_previous_logits,
 )
 from .transforms import SamplePromptsd
+from .zoom import RandPromptZoomd, ZoomWindow, zoom_window
 
 __all__ = [
+    "RandPromptZoomd",
     "SamplePromptsd",
+    "ZoomWindow",
+    "zoom_window",
     "bounding_box",
     "error_click",
     "jittered_box",
