@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 CANDIDATE_WEIGHTS = (0.0, 0.25, 0.5)
 CANDIDATE_REMOVAL_RADII = (None, 2.0)
-CANDIDATE_CORRECTION_DEPTHS = (0, 1, 2, 3, 4)
+CANDIDATE_CORRECTION_DEPTHS = (0, 2, 4)
 CALIBRATION_CLICKS = 5
 CALIBRATION_MARGIN = 0.005
 
@@ -152,8 +152,12 @@ def calibrate_propagation(predictor: MedSAPredictor, cases: Iterable[dict], ckpt
                 radii) > 1 else {}
             scoring.removal_radius = radius = _best(click_scores, radii, margin) if click_scores else radii[0]
             depths = [int(d) for d in correction_depths] or [predictor.correction_depth_radius]
-            depth_scores = _scores(scoring, items, "correction_depth_radius", depths, CALIBRATION_CLICKS) if len(
-                depths) > 1 else {}
+            depth_scores = {}
+            if len(depths) > 1:  # the predictor's own depth was scored with the chosen radius already
+                known = {scoring.correction_depth_radius: click_scores[radius]} if click_scores else {}
+                depth_scores = {**known, **_scores(scoring, items, "correction_depth_radius",
+                                                   [d for d in depths if d not in known], CALIBRATION_CLICKS)}
+                depth_scores = {d: depth_scores[d] for d in depths}
     finally:
         network.train(was_training)
     depth = _best(depth_scores, depths, margin) if depth_scores else depths[0]
