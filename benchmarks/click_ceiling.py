@@ -37,13 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.bundle import ConfigParser
+from trained_bundle import add_model_arguments, trained_predictor
 
 from medsa_monai.evaluation.iterative_clicks import clicks_to_reach, simulate_clicks
 from medsa_monai.evaluation.metrics import dice_score
 from medsa_monai.evaluation.output_masks import predicted_masks, reference_masks
 from medsa_monai.evaluation.report import label_map
-from medsa_monai.networks.checkpoint import resize_position_tables
 from medsa_monai.predictor import ZoomPredictor
 from medsa_monai.prompts.sampling import error_click
 
@@ -51,28 +50,18 @@ REPORTED_CLICKS = (1, 3, 5, 10, 20)
 THRESHOLDS = (0.80, 0.85, 0.90)
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def load_predictor(args: argparse.Namespace, image_size: int):
-    """The bundle's predictor with the trained weights, its network built at ``image_size``; and the parser."""
-    config = ConfigParser()
-    config.read_config(str(args.bundle / "configs" / "train.json"))
-    config.read_meta(str(args.bundle / "configs" / "metadata.json"))
-    config.update({"dataset_dir": args.data, "bundle_root": str(args.model.parent.parent), "seed": args.seed,
-                   "ckpt_dir": str(args.model.parent), "sam_checkpoint": None,
-                   **{k: _value(v) for k, v in (item.split("=", 1) for item in args.set)},
-                   "image_size": image_size})
-    network = config.get_parsed_content("network")
-    state = torch.load(args.model, weights_only=True, map_location="cpu")
-    state = state.get("model", state)
-    network.load_state_dict(resize_position_tables(state, network.state_dict()))
-    network.eval()
-    return config.get_parsed_content("predictor"), config
+def click_curves(predictor, items: list[dict], clicks: int) -> tuple[list[np.ndarray], list]:
+    """Dice ``(clicks, K)`` of the iterative protocol on each item, and each session's zoom (``None`` unzoomed)."""
+    curves, zooms = [], []
+    with torch.no_grad():
+        for item in items:
+            label = torch.as_tensor(item["label"])
+            reference = label_map(label) if predictor.background_channel else label.numpy()
+            result = simulate_clicks(predictor, torch.as_tensor(item["image"])[None], reference, clicks, True,
+                                     with_box=False)
+            curves.append(result.click_dice)
+            zooms.append(result.zoom)
+    return curves, zooms
 
 
 def grid_ceiling(predictor, references: list[np.ndarray], spatial: tuple[int, ...]) -> np.ndarray:
@@ -155,10 +144,7 @@ def summarise(curves: list[np.ndarray]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", required=True, type=Path)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--model", required=True, type=Path, help="model.pt or checkpoint_epoch=N.pt")
-    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it draws the split)")
+    add_model_arguments(parser)
     parser.add_argument("--part", choices=("held-out", "training"), default="held-out")
     parser.add_argument("--cases", type=int, default=None, help="the first N cases of the part (default: all)")
     parser.add_argument("--clicks", type=int, default=20)
@@ -170,7 +156,6 @@ def main() -> None:
                         help="also the model at the first image size with these correction_depth_radius values")
     parser.add_argument("--oracles", nargs="*", default=["disk:2", "disk:4", "ball:2", "ball:4", "slice", "component"],
                         help="KIND[:RADIUS] with KIND in " + ", ".join(ORACLES))
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle settings")
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
 
@@ -178,7 +163,7 @@ def main() -> None:
     items = None
     automatic: list[list[np.ndarray]] = []
     for size in args.image_sizes:
-        predictor, config = load_predictor(args, size)
+        predictor, config = trained_predictor(args, image_size=size)
         if items is None:
             preprocessing = config.get_parsed_content("validate#preprocessing")
             part = config.get_parsed_content("split")[0 if args.part == "training" else 1]
@@ -203,32 +188,19 @@ def main() -> None:
         rows[f"model, image_size={size}"]["grid ceiling"] = float(np.nanmean(np.nanmean(np.stack(ceilings), 0)))
         print(f"image_size {size}: {len(items)} cases in {seconds:.0f} s", flush=True)
     for margin in args.zoom_margins:
-        predictor, _ = load_predictor(args, args.image_sizes[0])
+        predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
         zooming = ZoomPredictor(predictor, margin=margin, min_fraction=args.zoom_min_fraction)
-        start, curves, factors = time.time(), [], []
-        with torch.no_grad():
-            for item in items:
-                label = torch.as_tensor(item["label"])
-                reference = label_map(label) if predictor.background_channel else label.numpy()
-                result = simulate_clicks(zooming, torch.as_tensor(item["image"])[None], reference, args.clicks, True,
-                                         with_box=False)
-                curves.append(result.click_dice)
-                factors.append(result.zoom)
+        start = time.time()
+        curves, factors = click_curves(zooming, items, args.clicks)
         name = f"model, image_size={args.image_sizes[0]}, zoom margin {margin:g}"
         rows[name] = {**summarise(curves), "seconds": round(time.time() - start, 1),
                       "zoom": float(np.nanmean(np.stack(factors)))}
         print(f"{name}: mean zoom {rows[name]['zoom']:.2f}, {rows[name]['seconds']:.0f} s", flush=True)
     for depth in args.correction_depths:
-        predictor, _ = load_predictor(args, args.image_sizes[0])
+        predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
         predictor.correction_depth_radius = depth
         start = time.time()
-        with torch.no_grad():
-            curves = []
-            for item in items:
-                label = torch.as_tensor(item["label"])
-                reference = label_map(label) if predictor.background_channel else label.numpy()
-                curves.append(simulate_clicks(predictor, torch.as_tensor(item["image"])[None], reference, args.clicks,
-                                              True, with_box=False).click_dice)
+        curves, _ = click_curves(predictor, items, args.clicks)
         rows[f"model, image_size={args.image_sizes[0]}, correction_depth_radius {depth}"] = {
             **summarise(curves), "seconds": round(time.time() - start, 1)}
     for oracle in args.oracles:

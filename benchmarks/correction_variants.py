@@ -19,26 +19,17 @@ class, click) steps that lowered Dice.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
+from trained_bundle import add_model_arguments, trained_predictor
 
 import medsa_monai.predictor.propagation as propagation
 from medsa_monai.evaluation.interactive_protocol import run_protocol
 from medsa_monai.evaluation.report import label_map
 
 PENDING_CLICKS = propagation.pending_clicks
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def configure(predictor, variant: str) -> None:
@@ -52,28 +43,15 @@ def configure(predictor, variant: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", required=True, type=Path)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--model", required=True, type=Path, help="model.pt or checkpoint_epoch=N.pt")
-    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (it draws the split)")
+    add_model_arguments(parser)
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--clicks", type=int, default=5)
     parser.add_argument("--variants", nargs="+", default=["every-click", "pending", "radius=2"])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle settings")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
 
-    config = ConfigParser()
-    config.read_config(str(args.bundle / "configs" / "train.json"))
-    config.read_meta(str(args.bundle / "configs" / "metadata.json"))
-    config.update({"dataset_dir": args.data, "bundle_root": str(args.model.parent.parent), "seed": args.seed,
-                   "ckpt_dir": str(args.model.parent), "sam_checkpoint": None,
-                   **{k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}})
-    network = config.get_parsed_content("network")
-    state = torch.load(args.model, weights_only=True, map_location="cpu")
-    network.load_state_dict(state.get("model", state))
-    network.eval()
-    predictor = config.get_parsed_content("predictor")
+    predictor, config = trained_predictor(args)
+    network = predictor.network
     print(f"propagation_automatic_weight {predictor.propagation_automatic_weight} (from {args.model.parent})")
     preprocessing = config.get_parsed_content("validate#preprocessing")
     items = [preprocessing(dict(item)) for item in config.get_parsed_content("split")[0][:args.cases]]
