@@ -33,7 +33,7 @@ ORGANS = (6, 1, 2, 3, 8)  # liver, spleen, kidneys, aorta
 
 def _fast(training: bool = True, **changes: str) -> list[str]:
     """Command-line overrides of a tiny, fast run (``training`` adds the training-only ones)."""
-    values = {**TINY, **({"interactive_max_rounds": "2"} if training else {}), **changes}
+    values = {**TINY, **({"interactive_max_rounds": "2", "calibration_cases": "2"} if training else {}), **changes}
     return [item for key, value in values.items() for item in (f"--{key}", value)]
 
 

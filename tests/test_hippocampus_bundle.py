@@ -28,6 +28,7 @@ TRAIN = str(CONFIGS / "train.json")
 SHAPE = (24, 28, 20)
 FAST = ["--sam_variant", "vit_tiny", "--trainable", "full", "--image_size", "32", "--num_workers", "0",
         "--patch_size", "[24,28,20]", "--batch_size", "2", "--progress_bar", "False"]
+CALIBRATE = ["--calibration_cases", "2"]  # the calibration after training, on two cases: its own tests score it
 
 
 def bundle_cli(*args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True
@@ -47,7 +48,7 @@ def dataset(tmp_path_factory) -> Path:
 def trained(dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     bundle_cli("run", "training", "--config_file", TRAIN, "--dataset_dir", str(dataset), "--bundle_root", str(out),
-               "--sam_checkpoint", "None", "--max_epochs", "2", "--val_interval", "1", *FAST)
+               "--sam_checkpoint", "None", "--max_epochs", "2", "--val_interval", "1", *FAST, *CALIBRATE)
     return out
 
 
@@ -132,7 +133,7 @@ def test_evaluate_reports_metrics_in_original_space(dataset, trained):
 def test_training_and_clicks_with_the_prompt_centred_zoom(dataset, tmp_path):
     bundle_cli("run", "training", "--config_file", TRAIN, "--dataset_dir", str(dataset), "--bundle_root",
                str(tmp_path), "--sam_checkpoint", "None", "--max_epochs", "1", "--val_interval", "1",
-               "--prompt_zoom_probability", "1.0", *FAST)
+               "--prompt_zoom_probability", "1.0", *FAST, *CALIBRATE)
     bundle_cli("run", "evaluating", "--config_file", f"['{TRAIN}','{CONFIGS / 'evaluate.json'}']", "--dataset_dir",
                str(dataset), "--bundle_root", str(tmp_path), "--interactive_clicks", "2", "--interactive_zoom", "True",
                "--protocol_clicks", "0", "--paper_protocols", "[]", *FAST)
@@ -153,7 +154,8 @@ def test_inference_writes_nifti_with_the_input_geometry(dataset, trained):
 
 def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path):
     args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN, "--dataset_dir",
-            str(dataset), "--bundle_root", str(tmp_path), "--sam_checkpoint", "None", "--val_interval", "1", *FAST]
+            str(dataset), "--bundle_root", str(tmp_path), "--sam_checkpoint", "None", "--val_interval", "1", *FAST,
+            *CALIBRATE]
     process = subprocess.Popen([*args, "--max_epochs", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.time() + 240

@@ -20,7 +20,7 @@ from medsa_monai.data import load_probabilities, make_synthetic_dataset
 
 SHAPE = (16, 20, 12)
 TRAIN_SET = ["trainable=full", "sam_checkpoint=none", "max_epochs=1", "val_interval=1", "num_workers=0",
-             "progress_bar=false"]
+             "progress_bar=false", "calibration_cases=2"]
 
 
 def medsa(*args: str, timeout: int = 600) -> str:

@@ -23,7 +23,7 @@ from medsa_monai.cli import main
 from medsa_monai.data import synthetic_case
 
 TRAIN_SET = ["trainable=full", "sam_checkpoint=none", "max_epochs=1", "val_interval=1", "num_workers=0",
-             "progress_bar=false"]
+             "progress_bar=false", "calibration_cases=2"]
 NUM_CASES = 6
 
 
