@@ -197,3 +197,23 @@ def test_a_first_click_takes_the_extent_of_its_structure_from_a_pass_on_the_whol
     assert window.rows[0] <= 14 and window.rows[1] >= 26 and window.cols[0] <= 20 and window.cols[1] >= 36
     assert window.factor > 1.5  # zoomed, around the whole structure rather than the click alone
     assert ((got[0, 0] > 0) == (image[0, 0] > 0)).float().mean() > 0.97
+
+
+@torch.no_grad()
+def test_a_session_in_a_window_as_large_as_the_image_feeds_back_what_the_predictor_feeds_back():
+    network, image = volume_and_network(seed=1)
+    base = MedSAPredictor(network, confine_corrections=True)
+    zoom = ZoomPredictor(base, min_fraction=1.0)
+    clicks = [([20.0, 28.0, 3.0], 1), ([12.0, 40.0, 2.0], 0), ([30.0, 10.0, 4.0], 1)]
+    embeddings, session = base.encode(image), zoom.encode(image)
+    low, zoomed = None, None
+    for count in range(1, len(clicks) + 1):
+        points = torch.tensor([[[c[0] for c in clicks[:count]], [[-1.0, -1.0, -1.0]] * count]])
+        labels = torch.tensor([[[c[1] for c in clicks[:count]], [-1] * count]])
+        low = base.decode(embeddings, image.shape, points, labels, mask_inputs=low)
+        zoomed = zoom.decode(session, image.shape, points, labels, mask_inputs=zoomed)
+        assert zoom.last_windows[0].whole
+        expected = base.postprocess(low, (40, 56, 6))[:, 1:]
+        torch.testing.assert_close(zoomed, expected, rtol=0, atol=1e-4)
+    zoom.decode(session, image.shape, points, labels, mask_inputs=zoomed + 1.0)  # not what it returned: resampled
+    assert zoom.last_windows[0].whole

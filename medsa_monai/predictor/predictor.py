@@ -159,7 +159,7 @@ class MedSAPredictor:
                 raise RuntimeError("no image: call set_image(image) first, or pass the image")
             embeddings, shape = self.embeddings, self.image_shape
         else:
-            image, points, point_labels = self._split_guidance(image, points, point_labels)
+            image, points, point_labels = self.split_guidance(image, points, point_labels)
             embeddings, shape = self.encode(image), tuple(image.shape)
         low_res = self.decode(embeddings, shape, points, point_labels, boxes, mask_inputs)
         return self.postprocess(low_res, shape[2:]), low_res
@@ -242,8 +242,8 @@ class MedSAPredictor:
     def postprocess(self, low_res: torch.Tensor, spatial_shape: tuple[int, ...]) -> torch.Tensor:
         return self.network.postprocess(low_res, tuple(spatial_shape))
 
-    def _split_guidance(self, image: torch.Tensor, points: torch.Tensor | None, point_labels: torch.Tensor | None
-                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def split_guidance(self, image: torch.Tensor, points: torch.Tensor | None, point_labels: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """With ``click_guidance``, an image with ``1 + K`` channels more than the network's carries clicks:
         return the image alone and the clicks as points."""
         network = self.network

@@ -10,7 +10,9 @@ slice of a volume (SD-Trans and propagation see the whole depth), with a margin,
 that the structure is magnified, not distorted; decodes the prompts there; and returns logits at the image's own
 resolution, which it takes back as the mask prompt of the next call. Where the prediction reaches the window's
 border (inside the image), the window grows and the prompts are decoded again. Automatic mode (no prompt) decodes
-the whole image, unchanged.
+the whole image, unchanged. When a call takes back the logits of the call before it and decodes in the same window,
+the decoder's own low-resolution logits of that call are its mask prompt, as a plain predictor's session feeds
+them back, rather than the logits resampled from the image's resolution.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ class ZoomSession:
     @property
     def device(self) -> torch.device:
         return self.embeddings.device
+
+
+@dataclass
+class _Decoded:
+    """One image's last call: its window, the logits it returned and the decoder's low-resolution logits there."""
+
+    window: ZoomWindow
+    logits: torch.Tensor
+    low_res: torch.Tensor
+
+    def fed_back(self, previous: torch.Tensor | None, window: ZoomWindow) -> torch.Tensor | None:
+        """These low-resolution logits where ``previous`` is what this call returned and ``window`` is its window;
+        else ``None``."""
+        if previous is None or window != self.window or previous.shape != self.logits.shape:
+            return None
+        return self.low_res if torch.equal(self.logits.to(previous.device), previous) else None
 
 
 def _resize_slices(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -88,6 +106,7 @@ class ZoomPredictor:
         self.min_fraction = float(min_fraction)
         self.max_grow = int(max_grow)
         self.last_windows: list[ZoomWindow] = []
+        self._decoded: list[_Decoded | None] = []
 
     def __getattr__(self, name: str):  # the wrapped predictor's description and settings
         if name == "predictor":
@@ -113,7 +132,7 @@ class ZoomPredictor:
                 mask_inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, out_channels, H, W[, D])`` of ``image`` and its prompts, and the foreground logits to feed
         back as ``mask_inputs``."""
-        image, points, point_labels = self.predictor._split_guidance(image, points, point_labels)
+        image, points, point_labels = self.predictor.split_guidance(image, points, point_labels)
         logits = self.decode(self.encode(image), tuple(image.shape), points, point_labels, boxes, mask_inputs)
         return self.postprocess(logits, tuple(image.shape[2:])), logits
 
@@ -136,17 +155,21 @@ class ZoomPredictor:
                              f"{spatial}; got {tuple(mask_inputs.shape)}")
         if points is None and boxes is None:
             self.last_windows = [ZoomWindow((0, spatial[0]), (0, spatial[1]), *spatial[:2])] * image_shape[0]
+            self._decoded = []
             low = base.decode(session.embeddings, image_shape, mask_inputs=self._low_res(mask_inputs))
             return self._foreground(base.postprocess(low, spatial))
         depth = spatial[2] if len(spatial) == 3 else 1
-        results, self.last_windows = [], []
+        results, windows, decoded = [], [], []
         for b in range(image_shape[0]):
             rows = slice(b * depth, (b + 1) * depth)
             one = [None if t is None else t[b:b + 1] for t in (points, point_labels, boxes, mask_inputs)]
-            logits, window = self._decode_one(
-                ZoomSession(session.image[b:b + 1], session.embeddings[rows]), (1, *image_shape[1:]), *one)
+            before = self._decoded[b] if b < len(self._decoded) and len(self._decoded) == image_shape[0] else None
+            logits, window, low = self._decode_one(
+                ZoomSession(session.image[b:b + 1], session.embeddings[rows]), (1, *image_shape[1:]), *one, before)
             results.append(logits)
-            self.last_windows.append(window)
+            windows.append(window)
+            decoded.append(_Decoded(window, logits, low))
+        self.last_windows, self._decoded = windows, decoded
         return torch.cat(results)
 
     # -- one image ----------------------------------------------------------------------------------------------
@@ -215,8 +238,10 @@ class ZoomPredictor:
         low, high = torch.stack(lows).amin(0), torch.stack(highs).amax(0)
         return [float(low[0]), float(low[1]), float(high[0]), float(high[1])]
 
-    def _decode_one(self, session: ZoomSession, image_shape, points, point_labels, boxes, mask_inputs
-                    ) -> tuple[torch.Tensor, ZoomWindow]:
+    def _decode_one(self, session: ZoomSession, image_shape, points, point_labels, boxes, mask_inputs,
+                    before: _Decoded | None) -> tuple[torch.Tensor, ZoomWindow, torch.Tensor]:
+        """One image's logits ``(1, K, H, W[, D])``, its window and the decoder's low-resolution logits there;
+        ``before`` is the image's previous call."""
         base = self.predictor
         spatial = tuple(image_shape[2:])
         height, width = spatial[:2]
@@ -232,7 +257,9 @@ class ZoomPredictor:
             region = [0.0, 0.0, height - 1.0, width - 1.0]
         window = zoom_window(region, height, width, self.margin, self.min_fraction)
         for grow in range(self.max_grow + 1):
-            inside = self._decode_window(session, image_shape, window, points, point_labels, boxes, previous)
+            fed_back = None if before is None else before.fed_back(previous, window)
+            inside, low = self._decode_window(session, image_shape, window, points, point_labels, boxes, previous,
+                                              fed_back)
             reached = self._reaches_border(inside[:, prompted.to(inside.device)], window)
             if window.whole or not reached or grow == self.max_grow:
                 break
@@ -251,18 +278,33 @@ class ZoomPredictor:
             start = torch.full((1, base.num_classes, *spatial), EMPTY_LOGIT, device=inside.device, dtype=inside.dtype)
         unprompted = ~prompted.to(start.device)
         if unprompted.any():  # classes without a prompt: automatic mode on the whole image
-            low = base.decode(session.embeddings, image_shape, mask_inputs=self._low_res(previous))
-            start[:, unprompted] = self._foreground(base.postprocess(low, spatial))[:, unprompted].to(start.dtype)
+            whole = ZoomWindow((0, height), (0, width), height, width)
+            fed_back = None if before is None else before.fed_back(previous, whole)
+            automatic = base.decode(session.embeddings, image_shape,
+                                    mask_inputs=self._mask_prompt(previous, fed_back))
+            start[:, unprompted] = self._foreground(base.postprocess(automatic, spatial))[:, unprompted].to(
+                start.dtype)
+            if window.whole:  # the next call's mask prompt for every class
+                low = torch.where(unprompted.to(low.device).view(1, -1, *[1] * (low.ndim - 2)), automatic, low)
         rows, cols = slice(*window.rows), slice(*window.cols)
         chosen = prompted.to(start.device)
         start[:, chosen, rows, cols] = inside[:, chosen].to(start.dtype)
-        return start, window
+        return start, window, low
+
+    def _mask_prompt(self, crop: torch.Tensor | None, fed_back: torch.Tensor | None) -> torch.Tensor | None:
+        """The low-resolution mask prompt of ``crop`` (previous logits at the image's resolution): the decoder's
+        own logits where the previous call left them (``fed_back``), else ``crop`` resampled."""
+        resampled = self._low_res(crop)
+        if fed_back is None or resampled is None:
+            return resampled
+        return torch.where(torch.isfinite(fed_back), fed_back.to(resampled), resampled)
 
     def _decode_window(self, session: ZoomSession, image_shape, window: ZoomWindow, points, point_labels, boxes,
-                       previous) -> torch.Tensor:
-        """Foreground logits of the window ``(1, K, h, w[, D])``: the window's image encoded, prompts shifted into
-        it, the previous logits inside it as the mask prompt; where the decoder leaves the mask prompt as it was,
-        the previous logits exactly (no resampling drift across a session's calls)."""
+                       previous, fed_back: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Foreground logits of the window ``(1, K, h, w[, D])`` and the decoder's low-resolution logits: the
+        window's image encoded, prompts shifted into it, the previous logits inside it as the mask prompt (see
+        :meth:`_mask_prompt`); where the decoder leaves the mask prompt as it was, the previous logits exactly (no
+        resampling drift across a session's calls)."""
         base = self.predictor
         rows, cols = slice(*window.rows), slice(*window.cols)
         if window.whole:
@@ -284,13 +326,13 @@ class ZoomPredictor:
                 shifted = boxes[..., first:first + 2] - offset.to(boxes.device)
                 boxes[..., first:first + 2] = torch.minimum(torch.clamp(shifted, min=0), top.to(boxes.device))
         crop = None if previous is None else previous[:, :, rows, cols]
-        mask_low = self._low_res(crop)
+        mask_low = self._mask_prompt(crop, fed_back)
         low = base.decode(embeddings, tuple(image.shape), points, point_labels, boxes, mask_low)
         size = tuple(image.shape[2:])
         if crop is None:
-            return self._foreground(base.postprocess(low, size))
+            return self._foreground(base.postprocess(low, size)), low
         change = torch.where(torch.isfinite(mask_low), low - mask_low, low)
-        return crop + _resize_slices(torch.nan_to_num(change, nan=0.0), size[:2])
+        return crop + _resize_slices(torch.nan_to_num(change, nan=0.0), size[:2]), low
 
     @staticmethod
     def _reaches_border(logits: torch.Tensor, window: ZoomWindow) -> bool:
