@@ -19,12 +19,7 @@ from pathlib import Path
 
 from fundus_domain_adaptation import BUNDLE, parser_for, train
 
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+from medsa_monai.bundle.overrides import parse_overrides
 
 
 def main() -> None:
@@ -48,7 +43,7 @@ def main() -> None:
     common = {"sam_variant": "vit_tiny", "sam_checkpoint": None, "image_size": size, "patch_size": [size, size],
               "batch_size": args.batch_size, "seed": args.seed, "num_workers": 0, "progress_bar": False,
               "cache_embeddings": False,
-              **{k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}}
+              **parse_overrides(args.set)}
     checkpoint, seconds = train(BUNDLE, common, out / "full", Path(args.data), "full", args.learning_rate, args.minutes,
                                 None)
     evaluation = parser_for(BUNDLE, ["train.json", "evaluate.json"], {

@@ -4,20 +4,13 @@ the bundle's predictor with the trained weights (the predictor settings its trai
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
 
+from medsa_monai.bundle.overrides import parse_overrides
 from medsa_monai.networks.checkpoint import resize_position_tables
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +30,7 @@ def trained_predictor(args: argparse.Namespace, **overrides):
     config.read_meta(str(args.bundle / "configs" / "metadata.json"))
     config.update({"dataset_dir": args.data, "bundle_root": str(args.model.parent.parent), "seed": args.seed,
                    "ckpt_dir": str(args.model.parent), "sam_checkpoint": None,
-                   **{k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}, **overrides})
+                   **parse_overrides(args.set), **overrides})
     network = config.get_parsed_content("network")
     state = torch.load(args.model, weights_only=True, map_location="cpu")
     state = state.get("model", state)

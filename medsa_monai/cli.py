@@ -40,14 +40,6 @@ def _label_spec(source: str):
     return LabelSpec.from_description(data if "labels" in data else {"labels": data})
 
 
-def _value(text: str):
-    """A command-line override value: JSON when it parses (numbers, lists, true/false/null), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def _params(args: argparse.Namespace) -> None:
     from .networks.summary import format_parameter_table, format_weights_table, parameter_table
 
@@ -138,6 +130,7 @@ def _plan(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from monai.bundle import run
 
+    from .bundle.overrides import parse_overrides
     from .data.io import write_json
     from .demo import find_bundle
     from .planning.plan import TRAINING_OVERRIDES, Plan
@@ -153,7 +146,7 @@ def _train(args: argparse.Namespace) -> None:
     bundle = Path(args.bundle) if args.bundle else find_bundle()
     configs = bundle / "configs"
     out = Path(args.output) / f"fold_{args.fold}"
-    overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    overrides = parse_overrides(args.set)
     write_json(out / TRAINING_OVERRIDES, overrides)  # `medsa predict` rebuilds the same network from it
     run("training", config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"), plan_file=str(Path(args.plan).resolve()), fold=args.fold,
@@ -188,10 +181,11 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from .bundle.overrides import parse_overrides
     from .demo import find_bundle
     from .prediction import predict_folder
 
-    overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    overrides = parse_overrides(args.set)
     written = predict_folder(args.input, args.output, args.model, args.bundle or find_bundle(), args.plan,
                              args.pattern, mirror=args.mirror, save_probabilities=args.save_probabilities,
                              overrides=overrides, output_format=args.output_format)
@@ -275,15 +269,15 @@ def _postprocess(args: argparse.Namespace) -> None:
 
 def _bundle_create(args: argparse.Namespace) -> None:
     from .bundle import TEMPLATE_CONFIGS, create_bundle, render_config
+    from .bundle.overrides import parse_overrides
 
     settings: dict[str, dict] = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
+    for key, value in parse_overrides(args.set).items():
         files = [f for f in TEMPLATE_CONFIGS if key in render_config(f)]
         if not files:
-            raise KeyError(f"--set {item}: '{key}' is a setting of no config of the template")
+            raise KeyError(f"--set {key}: '{key}' is a setting of no config of the template")
         for file in files:
-            settings.setdefault(file, {})[key] = _value(value)
+            settings.setdefault(file, {})[key] = value
     path = create_bundle(args.plan, args.output, args.name, args.dataset_json, args.description, settings,
                          args.overwrite)
     print(f"wrote the bundle {path} (configs/, docs/README.md, LICENSE, large_files.yml)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from medsa_monai.cli import main
 from medsa_monai.networks import MedSA, count_parameters, trained_weights_bytes
 
@@ -28,3 +30,13 @@ def test_console_entry_point_runs():
     bad = subprocess.run([sys.executable, "-m", "medsa_monai", "params", "--variants", "vit_q"],
                          capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert bad.returncode == 2 and "invalid choice: 'vit_q'" in bad.stderr
+
+
+def test_settings_from_the_command_line_are_json_where_they_parse():
+    from medsa_monai.bundle.overrides import parse_overrides
+
+    assert parse_overrides(["max_epochs=3", "interactive_zoom=true", "patch_size=[32,32]", "sam_variant=vit_tiny",
+                            "name=a=b"]) == {"max_epochs": 3, "interactive_zoom": True, "patch_size": [32, 32],
+                                             "sam_variant": "vit_tiny", "name": "a=b"}
+    with pytest.raises(ValueError, match="KEY=VALUE, got 'max_epochs'"):
+        parse_overrides(["max_epochs"])
