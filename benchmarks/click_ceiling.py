@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from trained_bundle import add_model_arguments, trained_predictor
 
+from medsa_monai.bundle.overrides import parse_overrides
 from medsa_monai.evaluation.iterative_clicks import clicks_to_reach, simulate_clicks
 from medsa_monai.evaluation.metrics import dice_score
 from medsa_monai.evaluation.output_masks import predicted_masks, reference_masks
@@ -154,6 +155,9 @@ def main() -> None:
     parser.add_argument("--zoom-min-fraction", type=float, default=0.25)
     parser.add_argument("--correction-depths", type=int, nargs="*", default=[],
                         help="also the model at the first image size with these correction_depth_radius values")
+    parser.add_argument("--predictor-settings", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="also the model at the first image size with this predictor attribute set (one row "
+                             "each), e.g. confine_corrections=true")
     parser.add_argument("--oracles", nargs="*", default=["disk:2", "disk:4", "ball:2", "ball:4", "slice", "component"],
                         help="KIND[:RADIUS] with KIND in " + ", ".join(ORACLES))
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
@@ -202,6 +206,16 @@ def main() -> None:
         start = time.time()
         curves, _ = click_curves(predictor, items, args.clicks)
         rows[f"model, image_size={args.image_sizes[0]}, correction_depth_radius {depth}"] = {
+            **summarise(curves), "seconds": round(time.time() - start, 1)}
+    for setting in args.predictor_settings:
+        predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
+        name, value = next(iter(parse_overrides([setting]).items()))
+        if not hasattr(predictor, name):
+            raise SystemExit(f"--predictor-settings: the predictor has no setting '{name}'")
+        setattr(predictor, name, value)
+        start = time.time()
+        curves, _ = click_curves(predictor, items, args.clicks)
+        rows[f"model, image_size={args.image_sizes[0]}, {name}={value}"] = {
             **summarise(curves), "seconds": round(time.time() - start, 1)}
     for oracle in args.oracles:
         kind, _, radius = oracle.partition(":")

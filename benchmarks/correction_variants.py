@@ -8,12 +8,14 @@ clicks) with the ways a click can be applied, so that a choice is made without t
 For the demo's models add ``image_size=96 patch_size=[32,40,28] 'bundle_plan#labels={"0":"background","1":"head",
 "2":"tail"}'``
 and point ``--data`` at the run's ``data`` folder. ``--seed`` must be the training run's: it draws the split, and
-the cases scored are the first ``--cases`` of its training part. Variants: ``whole`` (each clicked slice decoded
+the cases scored are the first ``--cases`` of its training part (``--part held-out``: of its held-out part, to
+report a choice made on the training part). Variants: ``whole`` (each clicked slice decoded
 again whole, SAM's way), ``every-click`` (confined to the regions the clicks touch, but every clicked slice decoded
 again at each click, as before :func:`~medsa_monai.predictor.corrections.pending_clicks`), ``pending`` (the
 bundles' way with ``removal_radius`` None) and ``radius=R`` (the bundles' way, background clicks removing within R
-low-resolution pixels). Prints per class the mean Dice after the box and each click, and the number of (case,
-class, click) steps that lowered Dice.
+low-resolution pixels). For a 2D model, ``whole`` and ``pending`` are its sessions
+decoded whole at each click and corrected. Prints per class the mean Dice after the box and each click, and the
+number of (case, class, click) steps that lowered Dice.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--cases", type=int, default=40)
+    parser.add_argument("--part", choices=("training", "held-out"), default="training",
+                        help="held-out: to report a variant chosen on the training cases")
     parser.add_argument("--clicks", type=int, default=5)
     parser.add_argument("--variants", nargs="+", default=["every-click", "pending", "radius=2"])
     args = parser.parse_args()
@@ -54,7 +58,8 @@ def main() -> None:
     network = predictor.network
     print(f"propagation_automatic_weight {predictor.propagation_automatic_weight} (from {args.model.parent})")
     preprocessing = config.get_parsed_content("validate#preprocessing")
-    items = [preprocessing(dict(item)) for item in config.get_parsed_content("split")[0][:args.cases]]
+    part = config.get_parsed_content("split")[0 if args.part == "training" else 1]
+    items = [preprocessing(dict(item)) for item in part[:args.cases]]
     classes = config.get_parsed_content("plan").class_names
     for variant in args.variants:
         configure(predictor, variant)
@@ -68,7 +73,7 @@ def main() -> None:
         curves = np.stack(curves)  # (cases, steps, classes)
         steps = np.diff(curves, axis=1)
         mean = np.nanmean(curves, 0)
-        print(f"{variant}: {len(items)} training cases, {time.time() - start:.0f} s; steps that lowered Dice "
+        print(f"{variant}: {len(items)} {args.part} cases, {time.time() - start:.0f} s; steps that lowered Dice "
               f"{int(np.nansum(steps < -1e-4))} of {int(np.isfinite(steps).sum())}, raised it "
               f"{int(np.nansum(steps > 1e-4))}; final Dice summed over classes {np.nansum(mean[-1]):.4f}")
         for k, name in enumerate(classes):

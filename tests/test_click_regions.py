@@ -98,6 +98,37 @@ def test_medsa_confines_a_click_in_a_session_under_way_by_default():
         assert not torch.equal(confined, whole)  # the whole slice decoded again changed more than the click's region
 
 
+def test_a_2d_session_is_corrected_as_a_slice_of_a_3d_one():
+    from medsa_monai.networks import MedSA
+    from medsa_monai.predictor import MedSAPredictor
+
+    torch.manual_seed(0)
+    network = MedSA(2, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()  # two classes
+    confining = MedSAPredictor(network)
+    assert confining.confine_corrections
+    whole = MedSAPredictor(network, confine_corrections=False)  # as SamPredictor: each click decodes the image again
+    image = torch.rand(2, 1, 32, 32)
+    embeddings = whole.encode(image)
+    previous = torch.randn(2, 2, SIDE, SIDE) * 4
+    previous[0, 0, 4:8, 8:12] = -4.0  # shown wrong around the click of image 0: it asks for a change
+    points = torch.tensor([[[[12.0, 20.0]], [[float("nan"), float("nan")]]], [[[12.0, 20.0]], [[1.0, 1.0]]]])
+    labels = torch.tensor([[[1], [-1]], [[-1], [-1]]])  # image 1 has no click: nothing pending
+    confined = confining.decode(embeddings, image.shape, points.nan_to_num(0.0), labels, mask_inputs=previous)
+    redone = whole.decode(embeddings, image.shape, points.nan_to_num(0.0), labels, mask_inputs=previous)
+    expected = confine_to_clicked_regions(redone[0, 0], previous[0, 0], torch.tensor([[40.5, 24.5]]),
+                                          labels[0, 0])
+    assert torch.allclose(confined[0, 0], expected, atol=1e-5)
+    assert not torch.allclose(confined[0, 0], redone[0, 0])
+    assert not torch.allclose(redone[0, 0], previous[0, 0])  # decoded whole, the image changes elsewhere too
+    # classes without a click (image 0's second, image 1's both) are decoded in automatic mode either way
+    assert torch.allclose(confined[0, 1], redone[0, 1], atol=1e-5)
+    assert torch.allclose(confined[1], redone[1], atol=1e-5)
+    # a click the previous prediction already obeys is done: its class keeps its logits
+    previous[0, 0, 4:8, 8:12] = 4.0
+    obeyed = confining.decode(embeddings, image.shape, points.nan_to_num(0.0), labels, mask_inputs=previous)
+    assert torch.equal(obeyed[0, 0], previous[0, 0])
+
+
 def test_a_background_click_removes_only_within_the_removal_radius():
     previous = logits((2, 12, 2, 12))
     new = logits((2, 12, 2, 3))  # decoded again: almost all of it removed
@@ -151,3 +182,4 @@ def test_a_slice_whose_clicks_are_obeyed_is_not_decoded_again():
     decoder = TubeDecoder(structure)
     propagate(decoder, prompts, 1, 30)  # SAM's way: every clicked slice again
     assert sorted(z for z, kind in decoder.decoded if kind == "click") == [12, 20]
+

@@ -37,8 +37,10 @@ class MedSAPredictor:
       within a slab), so that a whole CT needs the memory of one training slab;
     - propagation (``propagation``, 3D): a click or a box on some slices segments the whole structure slice by
       slice (:func:`~medsa_monai.predictor.propagate_prompts`), a propagated slice's prompt mixing its own automatic
-      logits by ``propagation_automatic_weight``; in a session under way, corrections are confined to the regions
-      each click changes (``confine_corrections``, a background click removing within ``removal_radius``);
+      logits by ``propagation_automatic_weight``;
+    - corrections confined to the regions each click changes in a session under way (``confine_corrections``, a
+      background click removing within ``removal_radius``): only the slices (in 2D, the images) with a click the
+      previous prediction does not obey yet are decoded again, and keep their new logits only there;
     - prompts drawn as maps into SAM's mask prompt (``dense_prompts``, clicks as disks of ``click_radius``), as
       the network was trained;
     - clicks arriving as guidance channels after the image's (``click_guidance``), the way MONAI Label's
@@ -57,7 +59,9 @@ class MedSAPredictor:
         encode_depth: in 3D, encode a deeper volume in slabs of at most this many slices; ``None``: at once.
         propagation: propagate 3D prompts through the volume; ``None``: yes for a 3D network.
         propagation_automatic_weight: weight of a propagated slice's own automatic logits in its mask prompt.
-        confine_corrections: confine a correction to the regions its clicks change (3D sessions under way).
+        confine_corrections: confine a correction to the regions its clicks change (in a session under way: the
+            previous prediction fed back as ``mask_inputs``), in 2D as in 3D; ``False``: each click decodes the
+            image (in 3D, each clicked slice) again whole, as ``SamPredictor`` does.
         removal_radius: how far a background click may remove, in low-resolution pixels; ``None``: the whole
             region of change it touches.
         correction_depth_radius: in a 3D session under way (a previous prediction fed back), a click also corrects
@@ -225,11 +229,22 @@ class MedSAPredictor:
                                  image_size=network.image_size, num_classes=network.num_classes, batch=batch,
                                  click_depth_radius=depth_radius)
         if not propagate:
+            if network.spatial_dims == 2 and self.confine_corrections and mask_inputs is not None:
+                return self._corrected(embeddings, prompts, batch)
             return self.decode_prompts(embeddings, prompts, batch, depth)
         plain = _plain(embeddings)
         return propagate_prompts(lambda p: self.decode_prompts(plain, p, batch, depth), prompts, batch, depth,
                                  network.num_classes, network.background_channel, self.propagation_automatic_weight,
                                  self.confine_corrections, self.removal_radius)
+
+    def _corrected(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int) -> torch.Tensor:
+        """A 2D session under way, corrected as a slice of a 3D one is (a volume of one slice: nothing to
+        propagate to): ``(B, K, m, m)``."""
+        plain = _plain(embeddings)
+        network = self.network
+        low_res = propagate_prompts(lambda p: self.decode_prompts(plain, p, batch, 1)[..., None], prompts, batch, 1,
+                                    network.num_classes, network.background_channel, 0.0, True, self.removal_radius)
+        return low_res[..., 0]
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1
                        ) -> torch.Tensor:
