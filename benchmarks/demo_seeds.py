@@ -30,6 +30,7 @@ from pathlib import Path
 
 from monai.bundle import run
 
+from medsa_monai.bundle.overrides import parse_overrides
 from medsa_monai.data.synthetic import make_synthetic_dataset
 from medsa_monai.demo import DEMO_EPOCHS, DEMO_OVERRIDES, find_bundle, run_demo
 from medsa_monai.training import latest_checkpoint
@@ -108,8 +109,7 @@ def main() -> None:
     parser.add_argument("--common-test-seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="training epochs (the demo's by default)")
     options = parser.parse_args()
-    overrides = {k: json.loads(v) if v not in ("True", "False") else v == "True"
-                 for k, v in (item.split("=", 1) for item in options.set)}
+    overrides = parse_overrides(options.set)
 
     root = Path(options.out).resolve()
     rows = {}

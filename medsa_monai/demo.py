@@ -20,7 +20,7 @@ __all__ = ["find_bundle", "run_demo", "overlay_png"]
 logger = logging.getLogger(__name__)
 
 DEMO_EPOCHS = 60
-"""Training epochs of ``medsa demo`` (about 10 minutes on a 2-core CPU)."""
+"""Training epochs of ``medsa demo`` (10 to 12 minutes in all on a 2-core CPU)."""
 
 DEMO_OVERRIDES = {
     "sam_variant": "vit_tiny",

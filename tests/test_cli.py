@@ -38,5 +38,7 @@ def test_settings_from_the_command_line_are_json_where_they_parse():
     assert parse_overrides(["max_epochs=3", "interactive_zoom=true", "patch_size=[32,32]", "sam_variant=vit_tiny",
                             "name=a=b"]) == {"max_epochs": 3, "interactive_zoom": True, "patch_size": [32, 32],
                                              "sam_variant": "vit_tiny", "name": "a=b"}
+    assert parse_overrides(["amp=False", "progress_bar=True", "fold=None", "label=Truest"]) == {
+        "amp": False, "progress_bar": True, "fold": None, "label": "Truest"}
     with pytest.raises(ValueError, match="KEY=VALUE, got 'max_epochs'"):
         parse_overrides(["max_epochs"])

@@ -8,8 +8,14 @@ from collections.abc import Iterable
 __all__ = ["override_value", "parse_overrides"]
 
 
+PYTHON_CONSTANTS = {"True": True, "False": False, "None": None}
+
+
 def override_value(text: str):
-    """A command-line override value: JSON when it parses (numbers, lists, true/false/null), else the string."""
+    """A command-line override value: JSON when it parses (numbers, lists, true/false/null), Python's
+    ``True``/``False``/``None`` (as ``python -m monai.bundle run`` takes them), else the string."""
+    if text in PYTHON_CONSTANTS:
+        return PYTHON_CONSTANTS[text]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
