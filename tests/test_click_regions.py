@@ -127,6 +127,10 @@ def test_a_2d_session_is_corrected_as_a_slice_of_a_3d_one():
     previous[0, 0, 4:8, 8:12] = 4.0
     obeyed = confining.decode(embeddings, image.shape, points.nan_to_num(0.0), labels, mask_inputs=previous)
     assert torch.equal(obeyed[0, 0], previous[0, 0])
+    # a box with the previous mask and no click (a new box, say) is decoded whole
+    boxes = torch.tensor([[[2.0, 2.0, 20.0, 20.0], [float("nan")] * 4]] * 2)
+    assert torch.equal(confining.decode(embeddings, image.shape, boxes=boxes, mask_inputs=previous),
+                       whole.decode(embeddings, image.shape, boxes=boxes, mask_inputs=previous))
 
 
 def test_a_background_click_removes_only_within_the_removal_radius():

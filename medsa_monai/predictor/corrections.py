@@ -14,9 +14,9 @@ at each later click and drift, though nothing new was asked of it. A click the p
 right, read where it was placed, is done (:func:`pending_clicks`): a slice is decoded again only for clicks still
 pending, and only the regions those touch may change. A 2D session is corrected the same way, its image as a volume's
 one slice (``MedSAPredictor(confine_corrections=True)``, the default; ``False`` decodes it whole at each click, as
-``SamPredictor`` does). How far a background click may remove is chosen per model
-after training (``removal_radius``, :func:`~medsa_monai.training.calibrate_propagation`). The measurements behind
-these choices are in docs/interactive.md (``benchmarks/correction_variants.py``).
+``SamPredictor`` does). How far a background click may remove is chosen per model after training
+(``removal_radius``, :func:`~medsa_monai.training.calibrate_propagation`). The measurements behind these choices are
+in docs/interactive.md (``benchmarks/correction_variants.py``).
 """
 
 from __future__ import annotations
@@ -103,4 +103,3 @@ def pending_clicks(previous: torch.Tensor, coords: torch.Tensor, labels: torch.T
         shown &= own >= values.amax(1)
     done = ((labels == 1) & shown) | ((labels == 0) & ~shown)
     return torch.where(done, torch.full_like(labels, -1), labels)
-

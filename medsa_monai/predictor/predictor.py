@@ -228,8 +228,9 @@ class MedSAPredictor:
         prompts = to_sam_prompts(points, point_labels, boxes, mask_inputs, spatial_shape=tuple(image_shape[2:]),
                                  image_size=network.image_size, num_classes=network.num_classes, batch=batch,
                                  click_depth_radius=depth_radius)
+        correcting = self.confine_corrections and mask_inputs is not None and points is not None
         if not propagate:
-            if network.spatial_dims == 2 and self.confine_corrections and mask_inputs is not None:
+            if network.spatial_dims == 2 and correcting:
                 return self._corrected(embeddings, prompts, batch)
             return self.decode_prompts(embeddings, prompts, batch, depth)
         plain = _plain(embeddings)
@@ -238,8 +239,8 @@ class MedSAPredictor:
                                  self.confine_corrections, self.removal_radius)
 
     def _corrected(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int) -> torch.Tensor:
-        """A 2D session under way, corrected as a slice of a 3D one is (a volume of one slice: nothing to
-        propagate to): ``(B, K, m, m)``."""
+        """A 2D session under way with clicks, corrected as a slice of a 3D one is (a volume of one slice: nothing
+        to propagate to): ``(B, K, m, m)``. Without clicks (e.g. a new box) the image is decoded whole."""
         plain = _plain(embeddings)
         network = self.network
         low_res = propagate_prompts(lambda p: self.decode_prompts(plain, p, batch, 1)[..., None], prompts, batch, 1,
