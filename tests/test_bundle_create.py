@@ -33,6 +33,10 @@ def _planned(kind: str, root: Path) -> Path:
     return root / "plan" / "plan.json"
 
 
+TRAINED_KINDS = ("rgb_nested", "task01_like")
+"""Created bundles that also train through ``monai.bundle`` (a process each, about 13 s): RGB 2D, multi-modal 3D."""
+
+
 @pytest.mark.parametrize("kind", ["rgb_nested", "grey_png", "task01_like", "ct_folder"])
 def test_created_bundle_verifies_and_trains_through_monai_bundle(kind, tmp_path):
     plan_file = _planned(kind, tmp_path)
@@ -55,6 +59,8 @@ def test_created_bundle_verifies_and_trains_through_monai_bundle(kind, tmp_path)
     card = (bundle / "docs" / "README.md").read_text()
     assert plan["dataset"] in card and f"in_channels={plan['in_channels']}" in card
     assert sync_bundle(bundle, check=True) == []
+    if kind not in TRAINED_KINDS:  # one 2D and one 3D layout train; the others' configs are checked above
+        return
 
     train = str(bundle / "configs" / "train.json")
     run_monai_bundle(bundle, "verify_net_in_out", "network_def", "--config_file", train, "--sam_checkpoint", "None",
