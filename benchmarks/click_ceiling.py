@@ -143,6 +143,17 @@ def summarise(curves: list[np.ndarray]) -> dict:
     return row
 
 
+def setting_row(args: argparse.Namespace, items: list[dict], name: str, value) -> dict:
+    """The iterative protocol's row of the model at the first image size with the predictor's ``name`` set."""
+    predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
+    if not hasattr(predictor, name):
+        raise SystemExit(f"--predictor-settings: the predictor has no setting '{name}'")
+    setattr(predictor, name, value)
+    start = time.time()
+    curves, _ = click_curves(predictor, items, args.clicks)
+    return {**summarise(curves), "seconds": round(time.time() - start, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
@@ -200,23 +211,12 @@ def main() -> None:
         rows[name] = {**summarise(curves), "seconds": round(time.time() - start, 1),
                       "zoom": float(np.nanmean(np.stack(factors)))}
         print(f"{name}: mean zoom {rows[name]['zoom']:.2f}, {rows[name]['seconds']:.0f} s", flush=True)
+    first = f"model, image_size={args.image_sizes[0]}"
     for depth in args.correction_depths:
-        predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
-        predictor.correction_depth_radius = depth
-        start = time.time()
-        curves, _ = click_curves(predictor, items, args.clicks)
-        rows[f"model, image_size={args.image_sizes[0]}, correction_depth_radius {depth}"] = {
-            **summarise(curves), "seconds": round(time.time() - start, 1)}
-    for setting in args.predictor_settings:
-        predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
-        name, value = next(iter(parse_overrides([setting]).items()))
-        if not hasattr(predictor, name):
-            raise SystemExit(f"--predictor-settings: the predictor has no setting '{name}'")
-        setattr(predictor, name, value)
-        start = time.time()
-        curves, _ = click_curves(predictor, items, args.clicks)
-        rows[f"model, image_size={args.image_sizes[0]}, {name}={value}"] = {
-            **summarise(curves), "seconds": round(time.time() - start, 1)}
+        rows[f"{first}, correction_depth_radius {depth}"] = setting_row(args, items, "correction_depth_radius", depth)
+    for setting in args.predictor_settings:  # one at a time: a name may come twice
+        (name, value), = parse_overrides([setting]).items()
+        rows[f"{first}, {name}={value}"] = setting_row(args, items, name, value)
     for oracle in args.oracles:
         kind, _, radius = oracle.partition(":")
         radius = float(radius or 0)

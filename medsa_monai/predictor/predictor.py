@@ -228,24 +228,19 @@ class MedSAPredictor:
         prompts = to_sam_prompts(points, point_labels, boxes, mask_inputs, spatial_shape=tuple(image_shape[2:]),
                                  image_size=network.image_size, num_classes=network.num_classes, batch=batch,
                                  click_depth_radius=depth_radius)
-        correcting = self.confine_corrections and mask_inputs is not None and points is not None
-        if not propagate:
-            if network.spatial_dims == 2 and correcting:
-                return self._corrected(embeddings, prompts, batch)
+        # a 2D session under way with clicks is corrected as a volume of one slice (nothing to propagate to)
+        flat = network.spatial_dims == 2 and self.confine_corrections and mask_inputs is not None and points is not None
+        if not (propagate or flat):
             return self.decode_prompts(embeddings, prompts, batch, depth)
         plain = _plain(embeddings)
-        return propagate_prompts(lambda p: self.decode_prompts(plain, p, batch, depth), prompts, batch, depth,
-                                 network.num_classes, network.background_channel, self.propagation_automatic_weight,
-                                 self.confine_corrections, self.removal_radius)
 
-    def _corrected(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int) -> torch.Tensor:
-        """A 2D session under way with clicks, corrected as a slice of a 3D one is (a volume of one slice: nothing
-        to propagate to): ``(B, K, m, m)``. Without clicks (e.g. a new box) the image is decoded whole."""
-        plain = _plain(embeddings)
-        network = self.network
-        low_res = propagate_prompts(lambda p: self.decode_prompts(plain, p, batch, 1)[..., None], prompts, batch, 1,
-                                    network.num_classes, network.background_channel, 0.0, True, self.removal_radius)
-        return low_res[..., 0]
+        def decode(sam_prompts: SamPrompts) -> torch.Tensor:
+            low = self.decode_prompts(plain, sam_prompts, batch, depth)
+            return low[..., None] if flat else low
+
+        low_res = propagate_prompts(decode, prompts, batch, depth, network.num_classes, network.background_channel,
+                                    self.propagation_automatic_weight, self.confine_corrections, self.removal_radius)
+        return low_res[..., 0] if flat else low_res
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1
                        ) -> torch.Tensor:
