@@ -2,12 +2,12 @@
 
     python benchmarks/fundus_run.py --data ../shared/data/Fundus/DrishtiGS --minutes 15 --output runs/fundus
 
-The bundle ``bundles/medsa_fundus_disc_cup`` with its own split (``val_fraction`` 0.2, ``seed``): the held-out
-cases are only evaluated (the last epoch's model, no selection on them). No SAM checkpoint exists here, so the
-network is ``vit_tiny`` trained in full from scratch at ``--image-size`` (the other presets train adapters on a
-frozen SAM, which is random without the checkpoint). The budget is met by timing pilot runs of 1 and 3 epochs
-first. Prints Dice of the optic disc and cup (regions {1, 2} and {2}) and the vertical cup-to-disc ratio's mean
-absolute error, and writes ``<output>/results.json``.
+The bundle ``bundles/medsa_fundus_disc_cup`` with its own split (``val_fraction`` 0.2, ``seed``): the held-out cases
+are only evaluated (the last epoch's model, no selection on them). No SAM checkpoint exists here, so the network is
+``vit_tiny`` (``--set sam_variant=vit_nano`` for the narrower one) trained in full from scratch at ``--image-size``
+(the other presets train adapters on a frozen SAM, which is random without the checkpoint). The budget is met by
+timing pilot runs of 1 and 3 epochs first. Prints Dice of the optic disc and cup (regions {1, 2} and {2}) and the
+vertical cup-to-disc ratio's mean absolute error, and writes ``<output>/results.json``.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ def main() -> None:
     evaluation.get_parsed_content("run")
     summary = json.loads((out / "full" / "eval" / "summary.json").read_text())
     epochs = int(checkpoint.stem.split("=")[1])
-    result = {"preset": "full", "sam_variant": "vit_tiny", "image_size": size, "epochs": epochs,
+    result = {"preset": "full", "sam_variant": common["sam_variant"], "image_size": size, "epochs": epochs,
               "train_seconds": round(seconds), "held_out_cases": summary["num_cases"],
               "dice_disc": summary["classes"]["disc"]["dice"], "dice_cup": summary["classes"]["cup"]["dice"],
               "vcdr": summary["vcdr"]}
-    print(f"\n{args.data}: {summary['num_cases']} held-out cases (val_fraction 0.2, seed {args.seed}); vit_tiny at "
-          f"{size}, trained in full for {seconds / 60:.1f} min ({epochs} epochs)\n")
+    print(f"\n{args.data}: {summary['num_cases']} held-out cases (val_fraction 0.2, seed {args.seed}); "
+          f"{common['sam_variant']} at {size}, trained in full for {seconds / 60:.1f} min ({epochs} epochs)\n")
     print("| preset | Dice disc | Dice cup | vCDR MAE |")
     print("|---|---|---|---|")
     d, c, v = result["dice_disc"], result["dice_cup"], result["vcdr"]

@@ -20,10 +20,10 @@ __all__ = ["find_bundle", "run_demo", "overlay_png"]
 logger = logging.getLogger(__name__)
 
 DEMO_EPOCHS = 60
-"""Training epochs of ``medsa demo`` (10 to 12 minutes in all on a 2-core CPU)."""
+"""Training epochs of ``medsa demo`` (5 to 6.5 minutes in all on a 2-core CPU)."""
 
 DEMO_OVERRIDES = {
-    "sam_variant": "vit_tiny",
+    "sam_variant": "vit_nano",
     "trainable": "full",
     "image_size": 96,
     "patch_size": [32, 40, 28],

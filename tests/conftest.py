@@ -21,21 +21,23 @@ TINY = dict(embed_dim=192, depth=4, num_heads=3, global_attn_indexes=(1, 3), win
 
 
 def reference_sam(image_size: int = 1024, embed_dim: int = 192, depth: int = 4, num_heads: int = 3,
-                  global_attn_indexes: tuple[int, ...] = (1, 3), window_size: int = 4) -> Sam:
+                  global_attn_indexes: tuple[int, ...] = (1, 3), window_size: int = 4, prompt_embed_dim: int = 256
+                  ) -> Sam:
     """A SAM assembled from segment_anything's classes exactly as its ``_build_sam`` does, at any size."""
     grid = image_size // 16
     return Sam(
         image_encoder=ImageEncoderViT(
             depth=depth, embed_dim=embed_dim, img_size=image_size, mlp_ratio=4,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=num_heads, patch_size=16, qkv_bias=True,
-            use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=window_size, out_chans=256,
+            use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=window_size,
+            out_chans=prompt_embed_dim,
         ),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
+        prompt_encoder=PromptEncoder(embed_dim=prompt_embed_dim, image_embedding_size=(grid, grid),
                                      input_image_size=(image_size, image_size), mask_in_chans=16),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_embed_dim, mlp_dim=2048, num_heads=8),
+            transformer_dim=prompt_embed_dim, iou_head_depth=3, iou_head_hidden_dim=256,
         ),
     ).eval()
 

@@ -42,3 +42,21 @@ def test_settings_from_the_command_line_are_json_where_they_parse():
         "amp": False, "progress_bar": True, "fold": None, "label": "Truest"}
     with pytest.raises(ValueError, match="KEY=VALUE, got 'max_epochs'"):
         parse_overrides(["max_epochs"])
+
+
+def test_demo_trains_vit_nano_unless_told_otherwise(monkeypatch, capsys, tmp_path):
+    import medsa_monai.demo as demo
+
+    calls = []
+
+    def fake_run_demo(output_dir, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("stop after the arguments")  # main prints it as a one-line error and exits
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    for argv, variant in (([], None), (["--sam-variant", "vit_tiny"], "vit_tiny")):
+        with pytest.raises(SystemExit):
+            main(["demo", "--output-dir", str(tmp_path), *argv])
+        assert calls[-1].get("sam_variant") == variant
+    assert demo.DEMO_OVERRIDES["sam_variant"] == "vit_nano"
+    assert "stop after the arguments" in capsys.readouterr().err

@@ -119,6 +119,29 @@ def test_other_image_sizes_interpolate_position_tables(tiny_checkpoint, tiny_sta
     assert (logits[0, 1] - ref_full[0, 0]).abs().max() < TOL
 
 
+@torch.no_grad()
+def test_vit_nano_equals_sam_assembled_at_its_widths(tmp_path):
+    """``vit_nano`` (width 128, a prompt encoder and mask decoder of width 128) is segment_anything's SAM at those
+    widths: a file saved from that SAM loads strictly, and embeddings and clicked logits equal it."""
+    from .conftest import randomise
+
+    widths = dict(embed_dim=128, depth=4, num_heads=2, global_attn_indexes=(1, 3), window_size=4, prompt_embed_dim=128)
+    path = tmp_path / "sam_vit_nano_random.pth"
+    torch.save(randomise(reference_sam(256, **widths)).state_dict(), path)
+    ref = reference_sam(256, **widths)
+    ref.load_state_dict(torch.load(path, weights_only=True))
+    net = MedSA(2, 3, 2, "vit_nano", path, image_size=256).eval()
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    embeddings = net.encode(image)
+    assert embeddings.shape == (1, 128, 16, 16)
+    assert (embeddings - ref.image_encoder(ref.preprocess(image[0] * 255)[None])).abs().max() < TOL
+    points = torch.tensor([[[[90.0, 160.0]]]])
+    logits, low_res = net.predict(image, points, torch.ones(1, 1, 1))
+    ref_low, ref_full = _sam_outputs(ref, image[0], points[0, 0].flip(-1), torch.ones(1))
+    assert (low_res[0, 0] - ref_low[0, 0]).abs().max() < TOL
+    assert (logits[0, 1] - ref_full[0, 0]).abs().max() < TOL
+
+
 @pytest.mark.slow
 @torch.no_grad()
 def test_vit_b_official_builder_matches(tmp_path):

@@ -4,14 +4,14 @@ server), the prompt decoder once per click (in a browser or a thin client, in mi
 ``encoder.onnx``
     ``image`` ``(N, C, H, W)`` (2D; any ``N``, ``H``, ``W``) or ``(1, C, H, W, D)`` (3D: a slab of ``D`` slices that
     SD-Trans lets attend to each other), intensities as the network takes them -> ``image_embeddings``
-    ``(N * D, 256, S / 16, S / 16)``: resized to ``S = image_size``, the input layer, SAM's normalisation, the ViT
-    with its adapters. No input checks (rank, channels, NaN) run inside the graph: :class:`~medsa_monai.predictor.
-    OnnxPredictor` makes them before.
+    ``(N * D, E, S / 16, S / 16)`` (``E`` the mask decoder's width: 256, 128 for ``vit_nano``): resized to
+    ``S = image_size``, the input layer, SAM's normalisation, the ViT with its adapters. No input checks (rank,
+    channels, NaN) run inside the graph: :class:`~medsa_monai.predictor.OnnxPredictor` makes them before.
 
 ``prompt_decoder.onnx``
     One image (or slice) and one class per call:
 
-    - ``image_embeddings`` ``(1, 256, S / 16, S / 16)``, a row of the encoder's output;
+    - ``image_embeddings`` ``(1, E, S / 16, S / 16)``, a row of the encoder's output;
     - ``point_coords`` ``(1, P, 2)`` float, ``(x, y)`` in SAM's ``S x S`` frame, ``P`` dynamic (at least 1);
     - ``point_labels`` ``(1, P)`` float: 1 foreground, 0 background, 2 and 3 a box's top-left and bottom-right
       corner, -1 padding. As ``SamPredictor``: a box is two points labelled 2 and 3 after the clicks; without a box
@@ -56,7 +56,7 @@ SPEC_FILE = "medsa_onnx.json"
 
 class ImageEncoderGraph(nn.Module):
     """``MedSA.encode`` without its input checks: image ``(N, C, H, W)`` or slab ``(1, C, H, W, D)`` ->
-    embeddings ``(N * D, 256, S / 16, S / 16)``."""
+    embeddings ``(N * D, E, S / 16, S / 16)``."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
@@ -159,6 +159,7 @@ def export_onnx(network: nn.Module, output_dir: str | Path) -> dict[str, Path]:
                    for name in inputs}
         _export(PromptDecoderGraph(network), tuple(inputs.values()), paths["prompt_decoder"], list(inputs),
                 dynamic)
+    embed_dim = network.prompt_encoder.embed_dim
     spec = {
         "opset": ONNX_OPSET,
         "spatial_dims": network.spatial_dims, "in_channels": network.in_channels,
@@ -167,8 +168,8 @@ def export_onnx(network: nn.Module, output_dir: str | Path) -> dict[str, Path]:
         "intensity": network.intensity, "sam_variant": network.sam_variant,
         "prompt_class_token": network.prompt_class_token, "click_depth_radius": network.click_depth_radius,
         "encoder": {"inputs": {"image": "(N, C, H, W)" if network.spatial_dims == 2 else "(1, C, H, W, D)"},
-                    "outputs": {"image_embeddings": "(N * D, 256, S / 16, S / 16)"}},
-        "prompt_decoder": {"inputs": {name: _shape_text(name) for name in inputs},
+                    "outputs": {"image_embeddings": f"(N * D, {embed_dim}, S / 16, S / 16)"}},
+        "prompt_decoder": {"inputs": {name: _shape_text(name, embed_dim) for name in inputs},
                            "outputs": {"low_res_logits": "(1, 1, S / 4, S / 4)"}},
     }
     with atomic_path(paths["spec"]) as tmp:
@@ -200,10 +201,10 @@ def export_trained_onnx(network: nn.Module, model_file: str | Path, output_dir: 
     return export_checked(network, output_dir, atol)[0]
 
 
-def _shape_text(name: str) -> str:
-    return {"image_embeddings": "(1, 256, S / 16, S / 16)", "point_coords": "(1, P, 2)", "point_labels": "(1, P)",
-            "mask_input": "(1, 1, S / 4, S / 4)", "has_mask_input": "(1,)", "class_index": "(1,) int64",
-            "point_offsets": "(1, P) int64"}[name]
+def _shape_text(name: str, embed_dim: int) -> str:
+    return {"image_embeddings": f"(1, {embed_dim}, S / 16, S / 16)", "point_coords": "(1, P, 2)",
+            "point_labels": "(1, P)", "mask_input": "(1, 1, S / 4, S / 4)", "has_mask_input": "(1,)",
+            "class_index": "(1,) int64", "point_offsets": "(1, P) int64"}[name]
 
 
 def read_onnx_spec(folder: str | Path) -> dict:

@@ -148,7 +148,8 @@ class MedSAImageEncoder(ImageEncoderViT):
             (less memory when training adapters through the frozen encoder, about 30% more compute).
 
     Shapes:
-        ``(B * D, 3, image_size, image_size)`` -> ``(B * D, 256, image_size / 16, image_size / 16)``.
+        ``(B * D, 3, image_size, image_size)`` -> ``(B * D, E, image_size / 16, image_size / 16)``, ``E`` the
+        variant's ``prompt_embed_dim`` (SAM's 256).
     """
 
     def __init__(
@@ -185,7 +186,7 @@ class MedSAImageEncoder(ImageEncoderViT):
         self.gradient_checkpointing = gradient_checkpointing
 
     def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
-        """Images ``(B * D, 3, S, S)`` (SAM-normalised) -> embeddings ``(B * D, 256, S / 16, S / 16)``.
+        """Images ``(B * D, 3, S, S)`` (SAM-normalised) -> embeddings ``(B * D, E, S / 16, S / 16)``.
 
         ``depth`` is the number of consecutive slices that form one volume (SD-Trans), ``None`` for 2D images.
         """

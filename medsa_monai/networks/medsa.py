@@ -214,7 +214,8 @@ class MedSA(nn.Module):
         return self._to_sam_intensity(slices)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Image ``(B, C, H, W[, D])`` -> image embeddings ``(B * D, 256, S / 16, S / 16)``, one per slice."""
+        """Image ``(B, C, H, W[, D])`` -> image embeddings ``(B * D, E, S / 16, S / 16)``, one per slice (``E``: the
+        variant's ``prompt_embed_dim``, SAM's 256)."""
         depth = image.shape[-1] if self.spatial_dims == 3 else None
         return self.image_encoder(self.sam_input(image), depth=depth)
 
@@ -254,7 +255,7 @@ class MedSA(nn.Module):
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1
                        ) -> torch.Tensor:
-        """Embeddings ``(B * D, 256, S / 16, S / 16)`` and SAM-frame prompts per (row, class) -> low-resolution
+        """Embeddings ``(B * D, E, S / 16, S / 16)`` and SAM-frame prompts per (row, class) -> low-resolution
         logits ``(B, K, S / 4, S / 4[, D])``; pairs left out by ``prompts.active`` are NaN.
 
         Pairs are decoded by kind of prompt (:meth:`SamPrompts.groups`); a pair with a mask prompt
@@ -271,7 +272,7 @@ class MedSA(nn.Module):
         return low_res.permute(0, 2, 3, 4, 1) if self.spatial_dims == 3 else low_res[:, 0]
 
     def decode_automatic(self, embeddings: torch.Tensor, batch: int, depth: int = 1) -> torch.Tensor:
-        """Embeddings ``(B * D, 256, S / 16, S / 16)`` -> low-resolution logits ``(B, K, S / 4, S / 4[, D])`` of
+        """Embeddings ``(B * D, E, S / 16, S / 16)`` -> low-resolution logits ``(B, K, S / 4, S / 4[, D])`` of
         automatic mode: every (row, class) pair decoded from its class's learned prompt embedding.
 
         The same as :meth:`decode` without prompts, in a form ``torch.jit.script`` compiles."""

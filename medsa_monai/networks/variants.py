@@ -1,4 +1,4 @@
-"""The SAM backbones: official ViT-B/L/H hyper-parameters and a tiny variant for tests and demos."""
+"""The SAM backbones: official ViT-B/L/H hyper-parameters and two small variants for tests and demos."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ SAM_VARIANTS: dict[str, SamVariant] = {
     # blocks 1 and 3, 4-token windows in blocks 0 and 2 (SAM's 14-token windows would pad the small token grids
     # of small images many times over), SAM's own prompt encoder and mask decoder. About 6.5 M parameters.
     "vit_tiny": SamVariant("vit_tiny", 192, 4, 3, (1, 3), window_size=4),
+    # Narrower still, for the demo on a CPU: width 128 (2 heads of 64), and a prompt encoder and mask decoder of
+    # width 128 instead of SAM's 256. About 2.7 M parameters; no SAM checkpoint fits it.
+    "vit_nano": SamVariant("vit_nano", 128, 4, 2, (1, 3), window_size=4, prompt_embed_dim=128),
 }
 
 
