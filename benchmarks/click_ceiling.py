@@ -143,12 +143,13 @@ def summarise(curves: list[np.ndarray]) -> dict:
     return row
 
 
-def setting_row(args: argparse.Namespace, items: list[dict], name: str, value) -> dict:
-    """The iterative protocol's row of the model at the first image size with the predictor's ``name`` set."""
+def setting_row(args: argparse.Namespace, items: list[dict], settings: dict) -> dict:
+    """The iterative protocol's row of the model at the first image size with the predictor's ``settings`` set."""
     predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
-    if not hasattr(predictor, name):
-        raise SystemExit(f"--predictor-settings: the predictor has no setting '{name}'")
-    setattr(predictor, name, value)
+    for name, value in settings.items():
+        if not hasattr(predictor, name):
+            raise SystemExit(f"--predictor-settings: the predictor has no setting '{name}'")
+        setattr(predictor, name, value)
     start = time.time()
     curves, _ = click_curves(predictor, items, args.clicks)
     return {**summarise(curves), "seconds": round(time.time() - start, 1)}
@@ -167,8 +168,8 @@ def main() -> None:
     parser.add_argument("--correction-depths", type=int, nargs="*", default=[],
                         help="also the model at the first image size with these correction_depth_radius values")
     parser.add_argument("--predictor-settings", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="also the model at the first image size with this predictor attribute set (one row "
-                             "each), e.g. confine_corrections=true")
+                        help="also the model at the first image size with these predictor attributes set (one row "
+                             "each; several in a row joined by commas), e.g. obey_clicks=true,obey_depth_radius=1")
     parser.add_argument("--oracles", nargs="*", default=["disk:2", "disk:4", "ball:2", "ball:4", "slice", "component"],
                         help="KIND[:RADIUS] with KIND in " + ", ".join(ORACLES))
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
@@ -213,10 +214,10 @@ def main() -> None:
         print(f"{name}: mean zoom {rows[name]['zoom']:.2f}, {rows[name]['seconds']:.0f} s", flush=True)
     first = f"model, image_size={args.image_sizes[0]}"
     for depth in args.correction_depths:
-        rows[f"{first}, correction_depth_radius {depth}"] = setting_row(args, items, "correction_depth_radius", depth)
-    for setting in args.predictor_settings:  # one at a time: a name may come twice
-        (name, value), = parse_overrides([setting]).items()
-        rows[f"{first}, {name}={value}"] = setting_row(args, items, name, value)
+        rows[f"{first}, correction_depth_radius {depth}"] = setting_row(args, items, {"correction_depth_radius": depth})
+    for setting in args.predictor_settings:  # one row each: a name may come twice
+        settings = parse_overrides(setting.split(","))
+        rows[f"{first}, " + ", ".join(f"{n}={v}" for n, v in settings.items())] = setting_row(args, items, settings)
     for oracle in args.oracles:
         kind, _, radius = oracle.partition(":")
         radius = float(radius or 0)

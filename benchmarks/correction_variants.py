@@ -12,10 +12,11 @@ the cases scored are the first ``--cases`` of its training part (``--part held-o
 report a choice made on the training part). Variants: ``whole`` (each clicked slice decoded
 again whole, SAM's way), ``every-click`` (confined to the regions the clicks touch, but every clicked slice decoded
 again at each click, as before :func:`~medsa_monai.predictor.corrections.pending_clicks`), ``pending`` (the
-bundles' way with ``removal_radius`` None) and ``radius=R`` (the bundles' way, background clicks removing within R
-low-resolution pixels). For a 2D model, ``whole`` and ``pending`` are its sessions
-decoded whole at each click and corrected. Prints per class the mean Dice after the box and each click, and the
-number of (case, class, click) steps that lowered Dice.
+bundles' way with ``removal_radius`` None, before ``obey_clicks``), ``radius=R`` (that, background clicks removing
+within R low-resolution pixels) and ``obeyed`` (``pending`` with each click shown where it was placed,
+``obey_clicks``, the bundles' way since). For a 2D model, ``whole``, ``pending`` and ``obeyed`` are its sessions
+decoded whole at each click, corrected, and corrected with the clicks obeyed. Prints per class the mean Dice after
+the box and each click, and the number of (case, class, click) steps that lowered Dice.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def configure(predictor, variant: str) -> None:
     """Set ``predictor`` (and, for ``every-click``, the propagation module) up for one variant."""
     predictor.confine_corrections = variant != "whole"
     predictor.removal_radius = float(variant.split("=", 1)[1]) if variant.startswith("radius=") else None
+    predictor.obey_clicks = variant == "obeyed"
     every_click = variant in ("whole", "every-click")
     propagation.pending_clicks = (lambda previous, coords, labels, exclusive: labels) if every_click \
         else PENDING_CLICKS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from medsa_monai.networks.prompt_mapping import index_to_sam_xy, to_sam_prompts
-from medsa_monai.predictor.corrections import confine_to_clicked_regions, pending_clicks
+from medsa_monai.predictor.corrections import confine_to_clicked_regions, obey_clicks, pending_clicks
 
 from .test_propagation import SIDE, TubeDecoder, propagate, tube
 
@@ -76,8 +76,8 @@ def test_medsa_confines_a_click_in_a_session_under_way_by_default():
     from medsa_monai.predictor import MedSAPredictor
 
     torch.manual_seed(0)
-    net = MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64, trainable="full").eval())
-    assert net.confine_corrections
+    net = MedSAPredictor(MedSA(3, 1, 2, "vit_tiny", image_size=64, trainable="full").eval(), obey_clicks=False)
+    assert net.confine_corrections and MedSAPredictor(net.network).obey_clicks
     volume = torch.rand(1, 1, 32, 32, 6)
     embeddings = net.encode(volume)
     previous = torch.randn(1, 1, SIDE, SIDE, 6) * 4  # a previous prediction fed back
@@ -104,8 +104,8 @@ def test_a_2d_session_is_corrected_as_a_slice_of_a_3d_one():
 
     torch.manual_seed(0)
     network = MedSA(2, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()  # two classes
-    confining = MedSAPredictor(network)
-    assert confining.confine_corrections
+    confining = MedSAPredictor(network, obey_clicks=False)  # the confinement alone (obeyed clicks: below)
+    assert MedSAPredictor(network).confine_corrections
     whole = MedSAPredictor(network, confine_corrections=False)  # as SamPredictor: each click decodes the image again
     image = torch.rand(2, 1, 32, 32)
     embeddings = whole.encode(image)
@@ -187,3 +187,63 @@ def test_a_slice_whose_clicks_are_obeyed_is_not_decoded_again():
     propagate(decoder, prompts, 1, 30)  # SAM's way: every clicked slice again
     assert sorted(z for z, kind in decoder.decoded if kind == "click") == [12, 20]
 
+
+
+def test_obeyed_clicks_are_shown_where_they_were_placed_and_nothing_else_changes():
+    torch.manual_seed(0)
+    height, width = 23, 37
+    coords = index_to_sam_xy(torch.tensor([[4.0, 7.0], [15.0, 30.0], [22.0, 0.0]]), torch.tensor([64 / height,
+                                                                                              64 / width]))
+    for exclusive in (False, True):
+        for label in (0, 1):
+            logits_ = torch.randn(2, SIDE, SIDE) * 3
+            labels = torch.tensor([[label, label, -1], [-1, -1, -1]])  # class 0's first two; the third is padding
+            out = obey_clicks(logits_, coords[None].expand(2, -1, -1), labels, exclusive)
+            pending = pending_clicks(out[None], coords[None, None].expand(1, 2, -1, -1), labels[None], exclusive)
+            assert (pending == -1).all(), (exclusive, label)  # both shown as asked, read as they are shown
+            changed = (out != logits_).any(0)
+            assert changed.sum() <= 8  # at most the 2 x 2 pixels each click is read from
+            assert not changed[-2:, :2].any()  # the padding click changed nothing
+            assert torch.equal(out[1], logits_[1])  # the other class keeps its logits
+            kept = out[0][changed] if label == 1 else -out[0][changed]
+            assert (kept >= 1.0).all()  # at the margin, or further where the logits already were
+            if exclusive and label == 1:
+                assert (out[0][changed] >= logits_[1][changed] + 1.0).all()  # above the other class
+
+
+def test_a_decoder_that_ignores_a_click_still_shows_it_when_clicks_are_obeyed():
+    structure = tube(5, 24)
+    previous = torch.where(structure, 6.0, -6.0)[None, None].clone()
+    clicks = torch.tensor([[[[30.0, 50.0, 12.0]]]])  # outside the structure: the decoder cannot add it
+    labels = torch.tensor([[[1]]])
+    prompts = to_sam_prompts(clicks, labels, None, previous, spatial_shape=(64, 64, 30), image_size=64,
+                             num_classes=1, batch=1, click_depth_radius=2)
+    ignored = propagate(TubeDecoder(structure), prompts, 1, 30, confine_corrections=True)
+    obeyed = propagate(TubeDecoder(structure), prompts, 1, 30, confine_corrections=True, obey=True)
+    sam_xy = prompts.coords[12, 0]  # the click as the decoder sees it on its own slice (row 12 of one volume)
+    assert pending_clicks(ignored[..., 12], sam_xy[None, None], labels, True).item() == 1  # left undone
+    assert pending_clicks(obeyed[..., 12], sam_xy[None, None], labels, True).item() == -1  # shown
+    assert (obeyed[..., 12] != ignored[..., 12]).sum() <= 4
+    others = [z for z in range(30) if z != 12]  # its copies on slices 10-14 are not enforced
+    assert torch.equal(obeyed[..., others], ignored[..., others])
+
+
+def test_a_2d_click_is_shown_where_it_was_placed_with_obey_clicks():
+    from medsa_monai.networks import MedSA
+    from medsa_monai.predictor import MedSAPredictor
+
+    torch.manual_seed(0)
+    network = MedSA(2, 1, 3, "vit_tiny", image_size=64, trainable="full").eval()  # two exclusive classes
+    image = torch.rand(1, 1, 32, 32)
+    plain, obeying = MedSAPredictor(network, obey_clicks=False), MedSAPredictor(network, obey_clicks=True)
+    embeddings = plain.encode(image)
+    previous = torch.full((1, 2, SIDE, SIDE), -8.0)
+    previous[0, 1, 2:10, 2:10] = 8.0  # class 1 shown over the click's place: a class-0 click asks for a change
+    points = torch.tensor([[[[12.0, 20.0]], [[0.0, 0.0]]]])
+    labels = torch.tensor([[[1], [-1]]])
+    sam_xy = index_to_sam_xy(points, torch.tensor([2.0, 2.0]))  # the click as the decoder reads it
+    left = plain.decode(embeddings, image.shape, points, labels, mask_inputs=previous)
+    shown = obeying.decode(embeddings, image.shape, points, labels, mask_inputs=previous)
+    assert pending_clicks(left, sam_xy, labels, exclusive=True)[0, 0, 0] == 1  # the decoder alone left it undone
+    assert (pending_clicks(shown, sam_xy, labels, exclusive=True) == -1).all()
+    assert (shown != left).sum() <= 4 and torch.equal(shown[:, 1], left[:, 1])  # its class's 2 x 2 pixels

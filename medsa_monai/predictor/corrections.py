@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["confine_to_clicked_regions", "pending_clicks"]
+__all__ = ["confine_to_clicked_regions", "obey_clicks", "pending_clicks"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -66,6 +66,46 @@ def confine_to_clicked_regions(new: torch.Tensor, previous: torch.Tensor, coords
                 continue
             inside = regions == region if reach is None else (regions == region) & reach
             result = torch.where(inside, bounded, result)
+    return result
+
+
+def obey_clicks(logits: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, exclusive: bool,
+                margin: float = 1.0) -> torch.Tensor:
+    """Logits that show each click's label where it was placed, whatever the decoder made of it.
+
+    The low-resolution pixels the click is read from (the 2 x 2 of its bilinear interpolation, as
+    :func:`pending_clicks` reads it and :meth:`~medsa_monai.networks.MedSA.postprocess` shows it) of the clicked class
+    are set to at least ``margin`` for a foreground click (with ``exclusive`` classes, at least ``margin`` above
+    every other class there) and to at most ``-margin`` for a background click. The other classes and every other
+    pixel keep their logits, and a pixel that already shows the click keeps its value within those bounds.
+
+    Args:
+        logits: ``(K, m, m)`` low-resolution logits of one row (image or slice), every class.
+        coords: ``(K, P, 2)`` clicks ``(x, y)`` in SAM's ``image_size`` frame (``4 m``).
+        labels: ``(K, P)`` 1 foreground, 0 background, -1 padding (a click not to enforce).
+        exclusive: classes compete (a background channel) rather than overlap (regions).
+        margin: how far from 0 the enforced logits are; small, so that the click shows about one voxel's worth of
+            label at the image's resolution where the decoder disagreed.
+
+    Returns:
+        ``(K, m, m)`` logits.
+    """
+    result = logits.clone()
+    side = logits.shape[-1]
+    for cls, point in torch.nonzero(labels != -1).tolist():
+        x, y = coords[cls, point].tolist()
+        u, v = (x + 0.5) / 4 - 0.5, (y + 0.5) / 4 - 0.5  # the low-resolution position of the click
+        cols = sorted({min(max(int(np.floor(u)) + d, 0), side - 1) for d in (0, 1)})
+        rows = sorted({min(max(int(np.floor(v)) + d, 0), side - 1) for d in (0, 1)})
+        block = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        if labels[cls, point] == 1:
+            floor = torch.full_like(result[(cls, *block)], margin)
+            others = [k for k in range(len(result)) if k != cls]
+            if exclusive and others:  # above every other class there, whose logits stay as they are
+                floor = torch.maximum(floor, result[(others, *block)].amax(0) + margin)
+            result[(cls, *block)] = torch.maximum(result[(cls, *block)], floor)
+        else:
+            result[(cls, *block)] = result[(cls, *block)].clamp(max=-margin)
     return result
 
 

@@ -40,7 +40,8 @@ class MedSAPredictor:
       logits by ``propagation_automatic_weight``;
     - corrections confined to the regions each click changes in a session under way (``confine_corrections``, a
       background click removing within ``removal_radius``): only the slices (in 2D, the images) with a click the
-      previous prediction does not obey yet are decoded again, and keep their new logits only there;
+      previous prediction does not obey yet are decoded again, and keep their new logits only there; each click is
+      shown where it was placed (``obey_clicks``);
     - prompts drawn as maps into SAM's mask prompt (``dense_prompts``, clicks as disks of ``click_radius``), as
       the network was trained;
     - clicks arriving as guidance channels after the image's (``click_guidance``), the way MONAI Label's
@@ -67,6 +68,10 @@ class MedSAPredictor:
         correction_depth_radius: in a 3D session under way (a previous prediction fed back), a click also corrects
             the slices within this many of its own, at the same in-plane position (each where the previous
             prediction does not obey it yet, confined as on its own slice); 0: its own slice only.
+        obey_clicks: in a session under way, a slice (in 2D, image) decoded again shows each of its clicks where it
+            was placed, whatever the decoder made of it (the 2 x 2 low-resolution pixels the click is read from,
+            :func:`~medsa_monai.predictor.corrections.obey_clicks`), so that a click is not left undone and asked
+            again; with propagation (3D) or confined corrections (2D). ``False``: the decoder's logits as they are.
         dense_prompts: draw boxes and clicks into SAM's mask prompt.
         click_radius: radius of a click's disk in those maps, in low-resolution pixels.
         click_guidance: read ``1 + K`` guidance channels after the image's as clicks.
@@ -82,6 +87,7 @@ class MedSAPredictor:
         confine_corrections: bool = True,
         removal_radius: float | None = None,
         correction_depth_radius: int = 0,
+        obey_clicks: bool = True,
         dense_prompts: bool = False,
         click_radius: float = 1.0,
         click_guidance: bool = False,
@@ -109,6 +115,7 @@ class MedSAPredictor:
         self.confine_corrections = bool(confine_corrections)
         self.removal_radius = None if removal_radius is None else float(removal_radius)
         self.correction_depth_radius = int(correction_depth_radius)
+        self.obey_clicks = bool(obey_clicks)
         self.dense_prompts = bool(dense_prompts)
         self.click_radius = float(click_radius)
         self.click_guidance = bool(click_guidance)
@@ -239,7 +246,8 @@ class MedSAPredictor:
             return low[..., None] if flat else low
 
         low_res = propagate_prompts(decode, prompts, batch, depth, network.num_classes, network.background_channel,
-                                    self.propagation_automatic_weight, self.confine_corrections, self.removal_radius)
+                                    self.propagation_automatic_weight, self.confine_corrections, self.removal_radius,
+                                    self.obey_clicks)
         return low_res[..., 0] if flat else low_res
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1

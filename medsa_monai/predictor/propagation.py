@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..networks.prompt_mapping import SamPrompts
-from .corrections import confine_to_clicked_regions, pending_clicks
+from .corrections import confine_to_clicked_regions, obey_clicks, pending_clicks
 
 __all__ = ["propagate_prompts", "EMPTY_LOGIT", "low_res_boxes"]
 
@@ -151,7 +151,7 @@ def _propagate_waves(decode: Decode, flat: torch.Tensor, decided: torch.Tensor, 
 
 def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: int, classes: int,
                       exclusive: bool = True, automatic_weight: float = 0.0, confine_corrections: bool = False,
-                      removal_radius: float | None = None) -> torch.Tensor:
+                      removal_radius: float | None = None, obey: bool = False) -> torch.Tensor:
     """Decode 3D prompts by propagation from the prompted slices outwards.
 
     Per (volume, class) with a prompt: the seeds are the slices holding a click of that class and the middle slice
@@ -189,6 +189,10 @@ def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: in
         confine_corrections: confine a correction to the regions its clicks change (see above).
         removal_radius: with ``confine_corrections``, how far from a background click (low-resolution pixels) it
             may remove; ``None``: the whole region it touches.
+        obey: in a session under way, a slice decoded again shows each of its own clicks where it was placed,
+            whatever the decoder made of it (:func:`~medsa_monai.predictor.corrections.obey_clicks`); the copies of a
+            click on other slices (``click_depth_radius``) and a first click, which seeds propagation, are not
+            enforced.
 
     Returns:
         ``(B, K, m, m, D)`` low-resolution logits.
@@ -217,6 +221,13 @@ def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: in
         for row, cls in torch.nonzero(seeds.seeds & fed_back).tolist():
             flat[row, cls] = confine_to_clicked_regions(flat[row, cls], previous[row, cls], prompts.coords[row, cls],
                                                         pending[row, cls], removal_radius)
+    if obey and prompts.labels is not None:
+        own = pending if pending is not None else prompts.labels
+        if prompts.depth_offsets is not None:
+            own = torch.where(prompts.depth_offsets == 0, own, torch.full_like(own, -1))
+        own = torch.where((seeds.seeds & fed_back)[..., None], own, torch.full_like(own, -1))
+        for row in torch.nonzero((own != -1).flatten(1).any(1)).flatten().tolist():
+            flat[row] = obey_clicks(flat[row], prompts.coords[row], own[row], exclusive)
 
     decided = seeds.seeds | fed_back
     flat, decided = _propagate_waves(decode, flat, decided, prompted_rows, seeds, depth, automatic_weight)
