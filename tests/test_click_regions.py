@@ -247,3 +247,10 @@ def test_a_2d_click_is_shown_where_it_was_placed_with_obey_clicks():
     assert pending_clicks(left, sam_xy, labels, exclusive=True)[0, 0, 0] == 1  # the decoder alone left it undone
     assert (pending_clicks(shown, sam_xy, labels, exclusive=True) == -1).all()
     assert (shown != left).sum() <= 4 and torch.equal(shown[:, 1], left[:, 1])  # its class's 2 x 2 pixels
+    # a coarser grid (a low-resolution pixel over 2 image pixels, here 4): the click is left as the decoder made it
+    large = torch.rand(1, 1, 64, 64)
+    embeddings = plain.encode(large)
+    sam_xy = index_to_sam_xy(points * 2, torch.tensor([1.0, 1.0]))
+    left = plain.decode(embeddings, large.shape, points * 2, labels, mask_inputs=previous)
+    assert pending_clicks(left, sam_xy, labels, exclusive=True)[0, 0, 0] == 1
+    assert torch.equal(obeying.decode(embeddings, large.shape, points * 2, labels, mask_inputs=previous), left)

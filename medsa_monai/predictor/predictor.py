@@ -12,7 +12,11 @@ from .dense_prompts import with_prompt_maps
 from .embedding_cache import EmbeddingCache
 from .propagation import propagate_prompts
 
-__all__ = ["MedSAPredictor", "unwrap_network"]
+__all__ = ["MedSAPredictor", "unwrap_network", "OBEY_MAX_PIXELS"]
+
+OBEY_MAX_PIXELS = 2.0
+"""``obey_clicks`` applies where a low-resolution pixel spans at most this many image pixels: there the pixels a click
+is read from are about the voxel it was placed on; on a coarser grid they would paint a block far larger than it."""
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
@@ -71,7 +75,9 @@ class MedSAPredictor:
         obey_clicks: in a session under way, a slice (in 2D, image) decoded again shows each of its clicks where it
             was placed, whatever the decoder made of it (the 2 x 2 low-resolution pixels the click is read from,
             :func:`~medsa_monai.predictor.corrections.obey_clicks`), so that a click is not left undone and asked
-            again; with propagation (3D) or confined corrections (2D). ``False``: the decoder's logits as they are.
+            again; with propagation (3D) or confined corrections (2D), where a low-resolution pixel spans at most
+            :data:`OBEY_MAX_PIXELS` image pixels (Task04's slices: 1.75; not a 512-pixel fundus photograph or CT
+            slice). ``False``: the decoder's logits as they are.
         dense_prompts: draw boxes and clicks into SAM's mask prompt.
         click_radius: radius of a click's disk in those maps, in low-resolution pixels.
         click_guidance: read ``1 + K`` guidance channels after the image's as clicks.
@@ -245,9 +251,10 @@ class MedSAPredictor:
             low = self.decode_prompts(plain, sam_prompts, batch, depth)
             return low[..., None] if flat else low
 
+        obey = self.obey_clicks and max(image_shape[2:4]) * 4 / network.image_size <= OBEY_MAX_PIXELS
         low_res = propagate_prompts(decode, prompts, batch, depth, network.num_classes, network.background_channel,
                                     self.propagation_automatic_weight, self.confine_corrections, self.removal_radius,
-                                    self.obey_clicks)
+                                    obey)
         return low_res[..., 0] if flat else low_res
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1
