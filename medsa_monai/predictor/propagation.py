@@ -149,6 +149,18 @@ def _propagate_waves(decode: Decode, flat: torch.Tensor, decided: torch.Tensor, 
         decided = decided | wave
 
 
+def _obey_own_clicks(flat: torch.Tensor, prompts: SamPrompts, pending: torch.Tensor | None, corrected: torch.Tensor,
+                     exclusive: bool) -> torch.Tensor:
+    """``flat`` with each corrected (row, class) pair showing its own slice's pending clicks where they were placed."""
+    own = pending if pending is not None else prompts.labels
+    if prompts.depth_offsets is not None:
+        own = torch.where(prompts.depth_offsets == 0, own, torch.full_like(own, -1))
+    own = torch.where(corrected[..., None], own, torch.full_like(own, -1))
+    for row in torch.nonzero((own != -1).flatten(1).any(1)).flatten().tolist():
+        flat[row] = obey_clicks(flat[row], prompts.coords[row], own[row], exclusive)
+    return flat
+
+
 def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: int, classes: int,
                       exclusive: bool = True, automatic_weight: float = 0.0, confine_corrections: bool = False,
                       removal_radius: float | None = None, obey: bool = False) -> torch.Tensor:
@@ -222,12 +234,7 @@ def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: in
             flat[row, cls] = confine_to_clicked_regions(flat[row, cls], previous[row, cls], prompts.coords[row, cls],
                                                         pending[row, cls], removal_radius)
     if obey and prompts.labels is not None:
-        own = pending if pending is not None else prompts.labels
-        if prompts.depth_offsets is not None:
-            own = torch.where(prompts.depth_offsets == 0, own, torch.full_like(own, -1))
-        own = torch.where((seeds.seeds & fed_back)[..., None], own, torch.full_like(own, -1))
-        for row in torch.nonzero((own != -1).flatten(1).any(1)).flatten().tolist():
-            flat[row] = obey_clicks(flat[row], prompts.coords[row], own[row], exclusive)
+        flat = _obey_own_clicks(flat, prompts, pending, seeds.seeds & fed_back, exclusive)
 
     decided = seeds.seeds | fed_back
     flat, decided = _propagate_waves(decode, flat, decided, prompted_rows, seeds, depth, automatic_weight)
