@@ -17,6 +17,20 @@ import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+MAX_WORKERS = 4
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # workers share the cores: one thread each, for this process and the commands it starts (two processes with
+    # torch's default threads on two cores ran many times slower than one)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core, at most ``MAX_WORKERS`` (each holds trained bundles in memory)."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
 TINY = dict(embed_dim=192, depth=4, num_heads=3, global_attn_indexes=(1, 3), window_size=4)
 
 

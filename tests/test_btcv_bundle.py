@@ -107,6 +107,7 @@ def test_windowing_and_geometry_of_the_loading(dataset):
     assert padded["image"].shape == (1, 256, 256, image.shape[-1]) == padded["label"].shape
 
 
+@pytest.mark.slow
 def test_training_evaluation_with_every_prompt_protocol(dataset, trained):
     assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=1.pt", "model.pt", "plan.json",
                                                                       "propagation.json"]
@@ -131,6 +132,7 @@ def test_training_evaluation_with_every_prompt_protocol(dataset, trained):
     assert set(interactive) >= {"cvpr2025", "medsa_paper"}
 
 
+@pytest.mark.slow
 def test_inference_on_a_volume_larger_than_the_patch_keeps_its_geometry(dataset, trained):
     bundle_cli("run", "inferring", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(dataset),
                "--input_pattern", "imagesTs/*.nii.gz", "--bundle_root", str(trained), *_fast(training=False))

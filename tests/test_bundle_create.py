@@ -37,7 +37,8 @@ TRAINED_KINDS = ("rgb_nested", "task01_like")
 """Created bundles that also train through ``monai.bundle`` (a process each, about 13 s): RGB 2D, multi-modal 3D."""
 
 
-@pytest.mark.parametrize("kind", ["rgb_nested", "grey_png", "task01_like", "ct_folder"])
+@pytest.mark.parametrize("kind", [pytest.param("rgb_nested", marks=pytest.mark.slow), "grey_png", "task01_like",
+                                  "ct_folder"])
 def test_created_bundle_verifies_and_trains_through_monai_bundle(kind, tmp_path):
     plan_file = _planned(kind, tmp_path)
     plan = json.loads(plan_file.read_text())

@@ -90,6 +90,7 @@ def test_cli_export(tmp_path, capsys):
     verify_torchscript(bundle / "models" / "model.ts", network, [(1, 3, 50, 30)])
 
 
+@pytest.mark.slow
 def test_onnx_export_through_the_cli_and_the_bundle_config(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -113,6 +113,7 @@ def test_test_time_adaptation_runs_on_a_target_folder(trained, tmp_path):
     assert summary["num_cases"] == 2 and {"disc", "cup"} <= set(summary["classes"])
 
 
+@pytest.mark.slow
 def test_domain_adaptation_benchmark_end_to_end(tmp_path):
     spec = importlib.util.spec_from_file_location("fundus_da", ROOT / "benchmarks" / "fundus_domain_adaptation.py")
     benchmark = importlib.util.module_from_spec(spec)

@@ -130,6 +130,7 @@ def test_evaluate_reports_metrics_in_original_space(dataset, trained):
     assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_training_and_clicks_with_the_prompt_centred_zoom(dataset, tmp_path):
     bundle_cli("run", "training", "--config_file", TRAIN, "--dataset_dir", str(dataset), "--bundle_root",
                str(tmp_path), "--sam_checkpoint", "None", "--max_epochs", "1", "--val_interval", "1",

@@ -98,6 +98,7 @@ def test_skin_bundle_trains_on_two_processes(lesions, tmp_path):
     check_run(tmp_path, logs, train_images=8, iterations=2)
 
 
+@pytest.mark.slow
 def test_hippocampus_bundle_trains_on_two_processes(tmp_path):
     dataset = make_synthetic_dataset(tmp_path / "data", num_cases=6, shape=(24, 28, 20), seed=3)
     logs = torchrun("medsa_hippocampus_mri", dataset, tmp_path / "run", "--image_size", "32", "--trainable", "full",

@@ -241,7 +241,7 @@ def test_ensemble_refuses_folders_predicted_with_different_plans(pipeline, tmp_p
 COPIES = 10  # volumes the interrupted predict is given; it is stopped after two
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", [pytest.param("SIGTERM", marks=pytest.mark.slow), "SIGKILL"])
 def test_interrupted_predict_leaves_no_partial_file(pipeline, tmp_path, how):
     many = tmp_path / "many"
     many.mkdir()

@@ -164,6 +164,7 @@ def test_bad_input_is_reported_with_the_file_name(lesions, tmp_path, problem):
     assert re.search(match, _dataset_error(folder))
 
 
+@pytest.mark.slow
 def test_medsa_trains_and_continual_adaptation_runs(lesions, trained, tmp_path):
     out = tmp_path / "medsa"
     log = bundle_cli("run", "training", "--config_file", TRAIN, "--dataset_dir", str(lesions), "--bundle_root",
