@@ -305,39 +305,6 @@ def test_a_correction_reaches_the_slices_within_its_depth_radius_where_they_do_n
         assert fixed.all(0).all(0).sum() == 30 - 5 + len(decoded)
 
 
-def test_a_click_at_the_previous_boundary_corrects_its_own_slice_only_with_boundary_voxel():
-    structure = tube(5, 24)
-    moved = torch.where(structure, 6.0, -6.0)[None, None].clone()
-    moved[0, 0, :, 9:11, 10:15] = -6.0  # slices 10..14 miss the tube's last two low-resolution columns
-    missed = torch.where(structure, 6.0, -6.0)[None, None].clone()
-    missed[0, 0, ..., 10:15] = -6.0  # slices 10..14 miss the whole tube
-    click = torch.tensor([[[[30.0, 36.0, 12.0]]]])  # SAM x 36: shown as background, x 35 (a voxel away) as the tube
-    for previous, voxel, decoded in ((moved, None, [10, 11, 12, 13, 14]), (moved, (1.0, 1.0), [12]),
-                                     (missed, (1.0, 1.0), [10, 11, 12, 13, 14])):
-        decoder = TubeDecoder(structure)
-        prompts = to_sam_prompts(click, torch.ones(1, 1, 1), None, previous, spatial_shape=(64, 64, 30),
-                                 image_size=64, num_classes=1, batch=1, click_depth_radius=2)
-        low_res = propagate(decoder, prompts, 1, 30, confine_corrections=True, boundary_voxel=voxel)
-        assert sorted(z for z, _ in decoder.decoded) == decoded
-        assert ((low_res[0, 0, ..., 12] > 0) == structure[..., 12]).all()  # the clicked slice is corrected
-
-
-def test_clicks_at_boundary_reads_the_eight_voxels_around_each_click():
-    from medsa_monai.predictor.corrections import clicks_at_boundary
-
-    previous = torch.full((1, 2, 8, 8), -5.0)
-    previous[0, 0, 2:4, 2:4] = 5.0  # class 0 shown at low-resolution rows and columns 2..3 (SAM 8..15)
-    previous[0, 1, 2:4, 2:4] = 9.0  # an exclusive class 1 wins there
-    coords = torch.tensor([[[[17.5, 9.5], [29.5, 9.5], [9.5, 9.5], [9.5, 9.5]]]]).expand(1, 2, 4, 2)
-    labels = torch.tensor([[[1, 1, 0, -1]]]).expand(1, 2, 4)
-    # a voxel of 4 SAM pixels: from x 17.5 one voxel left reads column 3 (shown), from 29.5 only background
-    assert clicks_at_boundary(previous, coords, labels, False, (4.0, 4.0))[0, 0].tolist() == [True, False, True,
-                                                                                             False]
-    assert clicks_at_boundary(previous, coords, labels, True, (4.0, 4.0))[0, 0].tolist() == [False, False, True,
-                                                                                            False]
-    assert not clicks_at_boundary(previous, coords, labels, False, (1.0, 1.0))[0, 0, 0]  # a voxel of 1: too far
-
-
 def test_the_predictor_sends_a_correction_to_its_depth_radius_and_a_first_click_to_its_slice(monkeypatch):
     import medsa_monai.predictor.predictor as module
 

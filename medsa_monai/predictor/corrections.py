@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["clicks_at_boundary", "confine_to_clicked_regions", "obey_clicks", "pending_clicks"]
+__all__ = ["confine_to_clicked_regions", "obey_clicks", "pending_clicks"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -143,32 +143,3 @@ def pending_clicks(previous: torch.Tensor, coords: torch.Tensor, labels: torch.T
         shown &= own >= values.amax(1)
     done = ((labels == 1) & shown) | ((labels == 0) & ~shown)
     return torch.where(done, torch.full_like(labels, -1), labels)
-
-
-_NEIGHBOUR_STEPS = tuple((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy)
-
-
-def clicks_at_boundary(previous: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, exclusive: bool,
-                       voxel: tuple[float, float]) -> torch.Tensor:
-    """Which clicks lie at the previous prediction's boundary: it shows the click's label one voxel away.
-
-    A click next to what the prediction already shows moves that boundary by about a voxel; a click farther away
-    marks a region the prediction missed or added. The prediction is read at the 8 voxels around the click as
-    :func:`pending_clicks` reads it at the click.
-
-    Args:
-        previous: ``(N, K, m, m)`` low-resolution logits of the previous prediction, every class (NaN: not shown).
-        coords: ``(N, K, P, 2)`` clicks ``(x, y)`` in SAM's ``image_size`` frame (``4 m``).
-        labels: ``(N, K, P)`` 1 foreground, 0 background, -1 padding (never at the boundary).
-        exclusive: classes compete (a background channel) rather than overlap (regions).
-        voxel: a voxel's size ``(x, y)`` in SAM's frame.
-
-    Returns:
-        ``(N, K, P)`` booleans.
-    """
-    boundary = torch.zeros_like(labels, dtype=torch.bool)
-    step = torch.tensor(voxel, dtype=coords.dtype, device=coords.device)
-    for dx, dy in _NEIGHBOUR_STEPS:
-        shifted = coords + step * torch.tensor((dx, dy), dtype=coords.dtype, device=coords.device)
-        boundary |= (pending_clicks(previous, shifted, labels, exclusive) == -1) & (labels != -1)
-    return boundary

@@ -72,10 +72,6 @@ class MedSAPredictor:
         correction_depth_radius: in a 3D session under way (a previous prediction fed back), a click also corrects
             the slices within this many of its own, at the same in-plane position (each where the previous
             prediction does not obey it yet, confined as on its own slice); 0: its own slice only.
-        copy_boundary_clicks: with ``correction_depth_radius``, a click at the previous prediction's boundary on its
-            own slice (its label shown one voxel away: it moves that boundary) corrects the other slices too;
-            ``False``: its own slice only, the copies kept for clicks away from the boundary (a missed or spurious
-            region).
         obey_clicks: in a session under way, a slice (in 2D, image) decoded again shows each of its clicks where it
             was placed, whatever the decoder made of it (the 2 x 2 low-resolution pixels the click is read from,
             :func:`~medsa_monai.predictor.corrections.obey_clicks`), so that a click is not left undone and asked
@@ -97,7 +93,6 @@ class MedSAPredictor:
         confine_corrections: bool = True,
         removal_radius: float | None = None,
         correction_depth_radius: int = 0,
-        copy_boundary_clicks: bool = True,
         obey_clicks: bool = True,
         dense_prompts: bool = False,
         click_radius: float = 1.0,
@@ -126,7 +121,6 @@ class MedSAPredictor:
         self.confine_corrections = bool(confine_corrections)
         self.removal_radius = None if removal_radius is None else float(removal_radius)
         self.correction_depth_radius = int(correction_depth_radius)
-        self.copy_boundary_clicks = bool(copy_boundary_clicks)
         self.obey_clicks = bool(obey_clicks)
         self.dense_prompts = bool(dense_prompts)
         self.click_radius = float(click_radius)
@@ -258,11 +252,9 @@ class MedSAPredictor:
             return low[..., None] if flat else low
 
         obey = self.obey_clicks and max(image_shape[2:4]) * 4 / network.image_size <= OBEY_MAX_PIXELS
-        voxel = None if self.copy_boundary_clicks else (network.image_size / image_shape[3],
-                                                        network.image_size / image_shape[2])
         low_res = propagate_prompts(decode, prompts, batch, depth, network.num_classes, network.background_channel,
                                     self.propagation_automatic_weight, self.confine_corrections, self.removal_radius,
-                                    obey, voxel)
+                                    obey)
         return low_res[..., 0] if flat else low_res
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1

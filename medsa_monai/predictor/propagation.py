@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..networks.prompt_mapping import SamPrompts
-from .corrections import clicks_at_boundary, confine_to_clicked_regions, obey_clicks, pending_clicks
+from .corrections import confine_to_clicked_regions, obey_clicks, pending_clicks
 
 __all__ = ["propagate_prompts", "EMPTY_LOGIT", "low_res_boxes"]
 
@@ -96,8 +96,7 @@ def _seeds_and_bounds(prompts: SamPrompts, batch: int, depth: int, classes: int)
 
 
 def _session_under_way(prompts: SamPrompts, seeds: _Seeds, prompted_rows: torch.Tensor, flat: torch.Tensor,
-                       confine_corrections: bool, exclusive: bool, depth: int,
-                       boundary_voxel: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       confine_corrections: bool, exclusive: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where the previous prediction is fed back: only rows with a pending click are seeds again, every other row
     keeps its previous logits. Returns the rows fed back, the pending click labels and the starting logits."""
     fed_back = torch.isfinite(prompts.masks).flatten(2).all(-1) & prompted_rows
@@ -105,8 +104,6 @@ def _session_under_way(prompts: SamPrompts, seeds: _Seeds, prompted_rows: torch.
     if pending is not None and confine_corrections:
         done = pending_clicks(prompts.masks[:, :, 0], prompts.coords, pending, exclusive)
         pending = torch.where(fed_back[..., None], done, pending)
-        if boundary_voxel is not None and prompts.depth_offsets is not None:
-            pending = _without_boundary_copies(prompts, pending, fed_back, exclusive, depth, boundary_voxel)
     clicked = (pending != -1).any(-1) if pending is not None else torch.zeros_like(seeds.seeds)
     seeds.seeds = torch.where(fed_back, clicked, seeds.seeds)
     in_box = torch.isfinite(prompts.boxes).all(-1) if prompts.boxes is not None else torch.zeros_like(seeds.seeds)
@@ -114,18 +111,6 @@ def _session_under_way(prompts: SamPrompts, seeds: _Seeds, prompted_rows: torch.
     kept = fed_back & ~seeds.seeds
     flat = torch.where(kept[..., None, None], prompts.masks[:, :, 0].to(flat.dtype), flat)
     return fed_back, pending, flat
-
-
-def _without_boundary_copies(prompts: SamPrompts, pending: torch.Tensor, fed_back: torch.Tensor, exclusive: bool,
-                             depth: int, voxel: tuple[float, float]) -> torch.Tensor:
-    """``pending`` without the copies on other slices of the clicks at the previous boundary on their own slice."""
-    own = (prompts.depth_offsets == 0) & fed_back[..., None]
-    own_labels = torch.where(own, prompts.labels, torch.full_like(prompts.labels, -1))
-    boundary = clicks_at_boundary(prompts.masks[:, :, 0], prompts.coords, own_labels, exclusive, voxel)
-    rows, classes, points = boundary.shape
-    boundary = boundary.view(-1, depth, classes, points).any(1, keepdim=True).expand(-1, depth, -1, -1)
-    copies_left_out = boundary.reshape(rows, classes, points) & (prompts.depth_offsets != 0)
-    return torch.where(copies_left_out, torch.full_like(pending, -1), pending)
 
 
 def _propagate_waves(decode: Decode, flat: torch.Tensor, decided: torch.Tensor, prompted_rows: torch.Tensor,
@@ -178,8 +163,7 @@ def _obey_own_clicks(flat: torch.Tensor, prompts: SamPrompts, pending: torch.Ten
 
 def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: int, classes: int,
                       exclusive: bool = True, automatic_weight: float = 0.0, confine_corrections: bool = False,
-                      removal_radius: float | None = None, obey: bool = False,
-                      boundary_voxel: tuple[float, float] | None = None) -> torch.Tensor:
+                      removal_radius: float | None = None, obey: bool = False) -> torch.Tensor:
     """Decode 3D prompts by propagation from the prompted slices outwards.
 
     Per (volume, class) with a prompt: the seeds are the slices holding a click of that class and the middle slice
@@ -221,10 +205,6 @@ def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: in
             whatever the decoder made of it (:func:`~medsa_monai.predictor.corrections.obey_clicks`); the copies of a
             click on other slices (``click_depth_radius``) and a first click, which seeds propagation, are not
             enforced.
-        boundary_voxel: with ``confine_corrections`` in a session under way, a voxel's size ``(x, y)`` in SAM's
-            frame: a click whose own slice's previous prediction shows its label one voxel away (it moves that
-            boundary, :func:`~medsa_monai.predictor.corrections.clicks_at_boundary`) corrects its own slice only,
-            its copies on other slices (``depth_offsets``) left out; ``None``: every copy corrects.
 
     Returns:
         ``(B, K, m, m, D)`` low-resolution logits.
@@ -241,7 +221,7 @@ def propagate_prompts(decode: Decode, prompts: SamPrompts, batch: int, depth: in
     fed_back, pending = torch.zeros_like(seeds.seeds), prompts.labels
     if prompts.masks is not None:
         fed_back, pending, flat = _session_under_way(prompts, seeds, prompted_rows, flat, confine_corrections,
-                                                     exclusive, depth, boundary_voxel)
+                                                     exclusive)
 
     boxes = None
     if prompts.boxes is not None:
