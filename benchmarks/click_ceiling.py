@@ -169,7 +169,8 @@ def main() -> None:
                         help="also the model at the first image size with these correction_depth_radius values")
     parser.add_argument("--predictor-settings", nargs="*", default=[], metavar="NAME=VALUE",
                         help="also the model at the first image size with these predictor attributes set (one row "
-                             "each; several in a row joined by commas), e.g. obey_clicks=false,correction_depth_radius=0")
+                             "each; several in a row joined by commas), e.g. "
+                             "obey_clicks=false,correction_depth_radius=0")
     parser.add_argument("--oracles", nargs="*", default=["disk:2", "disk:4", "ball:2", "ball:4", "slice", "component"],
                         help="KIND[:RADIUS] with KIND in " + ", ".join(ORACLES))
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
