@@ -37,13 +37,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from trained_bundle import add_model_arguments, trained_predictor
+from trained_bundle import (
+    add_case_arguments,
+    add_model_arguments,
+    set_predictor_settings,
+    split_cases,
+    trained_predictor,
+)
 
 from medsa_monai.bundle.overrides import parse_overrides
 from medsa_monai.evaluation.iterative_clicks import clicks_to_reach, simulate_clicks
 from medsa_monai.evaluation.metrics import dice_score
 from medsa_monai.evaluation.output_masks import predicted_masks, reference_masks
-from medsa_monai.evaluation.report import label_map
 from medsa_monai.predictor import ZoomPredictor
 from medsa_monai.prompts.sampling import error_click
 
@@ -51,15 +56,13 @@ REPORTED_CLICKS = (1, 3, 5, 10, 20)
 THRESHOLDS = (0.80, 0.85, 0.90)
 
 
-def click_curves(predictor, items: list[dict], clicks: int) -> tuple[list[np.ndarray], list]:
-    """Dice ``(clicks, K)`` of the iterative protocol on each item, and each session's zoom (``None`` unzoomed)."""
+def click_curves(predictor, cases: list[tuple], clicks: int) -> tuple[list[np.ndarray], list]:
+    """Dice ``(clicks, K)`` of the iterative protocol on each ``(image, reference)`` case, and each session's zoom
+    (``None`` unzoomed)."""
     curves, zooms = [], []
     with torch.no_grad():
-        for item in items:
-            label = torch.as_tensor(item["label"])
-            reference = label_map(label) if predictor.background_channel else label.numpy()
-            result = simulate_clicks(predictor, torch.as_tensor(item["image"])[None], reference, clicks, True,
-                                     with_box=False)
+        for image, reference in cases:
+            result = simulate_clicks(predictor, image, reference, clicks, True, with_box=False)
             curves.append(result.click_dice)
             zooms.append(result.zoom)
     return curves, zooms
@@ -143,24 +146,19 @@ def summarise(curves: list[np.ndarray]) -> dict:
     return row
 
 
-def setting_row(args: argparse.Namespace, items: list[dict], settings: dict) -> dict:
+def setting_row(args: argparse.Namespace, cases: list[tuple], settings: dict) -> dict:
     """The iterative protocol's row of the model at the first image size with the predictor's ``settings`` set."""
     predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
-    for name, value in settings.items():
-        if not hasattr(predictor, name):
-            raise SystemExit(f"--predictor-settings: the predictor has no setting '{name}'")
-        setattr(predictor, name, value)
+    set_predictor_settings(predictor, settings)
     start = time.time()
-    curves, _ = click_curves(predictor, items, args.clicks)
+    curves, _ = click_curves(predictor, cases, args.clicks)
     return {**summarise(curves), "seconds": round(time.time() - start, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--part", choices=("held-out", "training"), default="held-out")
-    parser.add_argument("--cases", type=int, default=None, help="the first N cases of the part (default: all)")
-    parser.add_argument("--clicks", type=int, default=20)
+    add_case_arguments(parser)
     parser.add_argument("--image-sizes", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--zoom-margins", type=float, nargs="*", default=[],
                         help="also the model at the first image size through ZoomPredictor with these margins")
@@ -177,48 +175,43 @@ def main() -> None:
     args = parser.parse_args()
 
     rows: dict[str, dict] = {}
-    items = None
+    cases = None
     automatic: list[list[np.ndarray]] = []
     for size in args.image_sizes:
         predictor, config = trained_predictor(args, image_size=size)
-        if items is None:
-            preprocessing = config.get_parsed_content("validate#preprocessing")
-            part = config.get_parsed_content("split")[0 if args.part == "training" else 1]
-            items = [preprocessing(dict(item)) for item in part[:args.cases]]
+        if cases is None:
+            cases = split_cases(args, config, predictor)
         start, model_curves, ceilings = time.time(), [], []
         with torch.no_grad():
-            for item in items:
-                image = torch.as_tensor(item["image"])[None]
-                label = torch.as_tensor(item["label"])
-                reference = label_map(label) if predictor.background_channel else label.numpy()
+            for image, reference in cases:
                 spatial = tuple(image.shape[2:])
                 references = reference_masks(reference, predictor.num_classes, spatial)
                 result = simulate_clicks(predictor, image, reference, args.clicks, True, with_box=False)
                 model_curves.append(result.click_dice)
                 ceilings.append(grid_ceiling(predictor, references, spatial))
-                if len(automatic) < len(items):
+                if len(automatic) < len(cases):
                     present = np.array([r.any() for r in references])
                     low_res = predictor.decode(predictor.encode(image), image.shape)
                     automatic.append((predicted_masks(predictor, low_res, spatial, present), references))
         seconds = time.time() - start
         rows[f"model, image_size={size}"] = {**summarise(model_curves), "seconds": round(seconds, 1)}
         rows[f"model, image_size={size}"]["grid ceiling"] = float(np.nanmean(np.nanmean(np.stack(ceilings), 0)))
-        print(f"image_size {size}: {len(items)} cases in {seconds:.0f} s", flush=True)
+        print(f"image_size {size}: {len(cases)} cases in {seconds:.0f} s", flush=True)
     for margin in args.zoom_margins:
         predictor, _ = trained_predictor(args, image_size=args.image_sizes[0])
         zooming = ZoomPredictor(predictor, margin=margin, min_fraction=args.zoom_min_fraction)
         start = time.time()
-        curves, factors = click_curves(zooming, items, args.clicks)
+        curves, factors = click_curves(zooming, cases, args.clicks)
         name = f"model, image_size={args.image_sizes[0]}, zoom margin {margin:g}"
         rows[name] = {**summarise(curves), "seconds": round(time.time() - start, 1),
                       "zoom": float(np.nanmean(np.stack(factors)))}
         print(f"{name}: mean zoom {rows[name]['zoom']:.2f}, {rows[name]['seconds']:.0f} s", flush=True)
     first = f"model, image_size={args.image_sizes[0]}"
     for depth in args.correction_depths:
-        rows[f"{first}, correction_depth_radius {depth}"] = setting_row(args, items, {"correction_depth_radius": depth})
+        rows[f"{first}, correction_depth_radius {depth}"] = setting_row(args, cases, {"correction_depth_radius": depth})
     for setting in args.predictor_settings:  # one row each: a name may come twice
         settings = parse_overrides(setting.split(","))
-        rows[f"{first}, " + ", ".join(f"{n}={v}" for n, v in settings.items())] = setting_row(args, items, settings)
+        rows[f"{first}, " + ", ".join(f"{n}={v}" for n, v in settings.items())] = setting_row(args, cases, settings)
     for oracle in args.oracles:
         kind, _, radius = oracle.partition(":")
         radius = float(radius or 0)
@@ -227,7 +220,7 @@ def main() -> None:
 
     columns = [f"dice@{n}" for n in REPORTED_CLICKS if n <= args.clicks] + [
         f"noc@{round(t * 100)}" for t in THRESHOLDS] + ["worst step", "grid ceiling", "zoom"]
-    print(f"\n{len(items)} {args.part} cases, {args.clicks} clicks, model {args.model}\n")
+    print(f"\n{len(cases)} {args.part} cases, {args.clicks} clicks, model {args.model}\n")
     print("| row | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, row in rows.items():

@@ -29,13 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
-from trained_bundle import add_model_arguments, trained_predictor
+from trained_bundle import (
+    add_case_arguments,
+    add_model_arguments,
+    set_predictor_settings,
+    split_cases,
+    trained_predictor,
+)
 
 from medsa_monai.bundle.overrides import parse_overrides
 from medsa_monai.evaluation.iterative_clicks import simulate_clicks
 from medsa_monai.evaluation.metrics import dice_score
 from medsa_monai.evaluation.output_masks import predicted_masks, reference_masks
-from medsa_monai.evaluation.report import label_map
 
 GROUPS = ((2, 5), (6, 10), (11, 15), (16, 20))
 _NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)
@@ -111,33 +116,24 @@ def summarise(records: list[dict]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--part", choices=("held-out", "training"), default="held-out")
-    parser.add_argument("--cases", type=int, default=None, help="the first N cases of the part (default: all)")
-    parser.add_argument("--clicks", type=int, default=20)
+    add_case_arguments(parser)
     parser.add_argument("--predictor-settings", nargs="*", default=[], metavar="NAME=VALUE",
                         help="predictor attributes to set, e.g. obey_clicks=false correction_depth_radius=0")
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
 
     predictor, config = trained_predictor(args)
-    for name, value in parse_overrides(args.predictor_settings).items():
-        if not hasattr(predictor, name):
-            raise SystemExit(f"--predictor-settings: the predictor has no setting '{name}'")
-        setattr(predictor, name, value)
-    preprocessing = config.get_parsed_content("validate#preprocessing")
-    part = config.get_parsed_content("split")[0 if args.part == "training" else 1]
+    set_predictor_settings(predictor, parse_overrides(args.predictor_settings))
+    cases = split_cases(args, config, predictor)
     records = []
     with torch.no_grad():
-        for item in part[:args.cases]:
-            item = preprocessing(dict(item))
-            label = torch.as_tensor(item["label"])
-            reference = label_map(label) if predictor.background_channel else label.numpy()
-            records += step_records(predictor, torch.as_tensor(item["image"])[None], reference, args.clicks)
+        for image, reference in cases:
+            records += step_records(predictor, image, reference, args.clicks)
 
     rows = summarise(records)
     columns = ["depth", "thin (depth <= 1)", "fixed own", "broken own", "fixed copies", "broken copies",
                "fixed elsewhere", "broken elsewhere", "overshoot", "step", "falls"]
-    print(f"\n{len(part[:args.cases])} {args.part} cases, model {args.model}, "
+    print(f"\n{len(cases)} {args.part} cases, model {args.model}, "
           f"correction_depth_radius {predictor.correction_depth_radius}, obey_clicks {predictor.obey_clicks}\n")
     print("| clicks | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")

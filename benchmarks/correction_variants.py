@@ -26,11 +26,10 @@ import time
 
 import numpy as np
 import torch
-from trained_bundle import add_model_arguments, trained_predictor
+from trained_bundle import add_case_arguments, add_model_arguments, split_cases, trained_predictor
 
 import medsa_monai.predictor.propagation as propagation
 from medsa_monai.evaluation.interactive_protocol import run_protocol
-from medsa_monai.evaluation.report import label_map
 
 PENDING_CLICKS = propagation.pending_clicks
 
@@ -48,34 +47,25 @@ def configure(predictor, variant: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--cases", type=int, default=40)
-    parser.add_argument("--part", choices=("training", "held-out"), default="training",
-                        help="held-out: to report a variant chosen on the training cases")
-    parser.add_argument("--clicks", type=int, default=5)
+    add_case_arguments(parser, part="training", cases=40, clicks=5)
     parser.add_argument("--variants", nargs="+", default=["every-click", "pending", "radius=2"])
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     predictor, config = trained_predictor(args)
-    network = predictor.network
     print(f"propagation_automatic_weight {predictor.propagation_automatic_weight} (from {args.model.parent})")
-    preprocessing = config.get_parsed_content("validate#preprocessing")
-    part = config.get_parsed_content("split")[0 if args.part == "training" else 1]
-    items = [preprocessing(dict(item)) for item in part[:args.cases]]
+    cases = split_cases(args, config, predictor)
     classes = config.get_parsed_content("plan").class_names
     for variant in args.variants:
         configure(predictor, variant)
         start, curves = time.time(), []
         with torch.no_grad():
-            for item in items:
-                label = torch.as_tensor(item["label"])
-                reference = label_map(label) if network.background_channel else label.numpy()
-                curves.append(run_protocol(predictor, torch.as_tensor(item["image"])[None], reference,
-                                           num_clicks=args.clicks).dice)
+            for image, reference in cases:
+                curves.append(run_protocol(predictor, image, reference, num_clicks=args.clicks).dice)
         curves = np.stack(curves)  # (cases, steps, classes)
         steps = np.diff(curves, axis=1)
         mean = np.nanmean(curves, 0)
-        print(f"{variant}: {len(items)} {args.part} cases, {time.time() - start:.0f} s; steps that lowered Dice "
+        print(f"{variant}: {len(cases)} {args.part} cases, {time.time() - start:.0f} s; steps that lowered Dice "
               f"{int(np.nansum(steps < -1e-4))} of {int(np.isfinite(steps).sum())}, raised it "
               f"{int(np.nansum(steps > 1e-4))}; final Dice summed over classes {np.nansum(mean[-1]):.4f}")
         for k, name in enumerate(classes):
