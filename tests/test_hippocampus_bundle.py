@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import shutil
 import signal
 import subprocess
@@ -130,33 +131,34 @@ def test_evaluate_reports_metrics_in_original_space(dataset, trained):
     assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2}
 
 
-def benchmark(script: str, dataset: Path, trained: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python benchmarks/<script>`` on the trained bundle's last model, with the training's settings."""
-    command = [sys.executable, str(BUNDLE.parents[1] / "benchmarks" / script), "--bundle", str(BUNDLE), "--data",
-               str(dataset), "--model", str(trained / "models" / "checkpoint_epoch=2.pt"), "--set",
-               "sam_variant=vit_tiny", "trainable=full", "image_size=32", "patch_size=[24,28,20]", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def run_benchmark(script: str, dataset: Path, trained: Path, monkeypatch, *args: str) -> None:
+    """``python benchmarks/<script>`` on the trained bundle's last model with the training's settings, run in this
+    process (as ``__main__``, its folder on the path as when it is run as a script)."""
+    benchmarks = BUNDLE.parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    monkeypatch.setattr(sys, "argv", [
+        script, "--bundle", str(BUNDLE), "--data", str(dataset), "--model",
+        str(trained / "models" / "checkpoint_epoch=2.pt"), "--set", "sam_variant=vit_tiny", "trainable=full",
+        "image_size=32", "patch_size=[24,28,20]", *args])
+    runpy.run_path(str(benchmarks / script), run_name="__main__")
 
 
-def test_click_benchmarks_score_the_cases_of_the_training_split(dataset, trained, tmp_path):
-    ceiling = benchmark("click_ceiling.py", dataset, trained, "--image-sizes", "32", "--clicks", "3",
-                        "--oracles", "disk:1", "--output", str(tmp_path / "ceiling.json"))
-    assert ceiling.returncode == 0, ceiling.stderr[-3000:]
-    assert "1 held-out cases, 3 clicks" in ceiling.stdout  # of 6 cases, validation 1, held out 1
+def test_click_benchmarks_score_the_cases_of_the_training_split(dataset, trained, tmp_path, monkeypatch, capsys):
+    run_benchmark("click_ceiling.py", dataset, trained, monkeypatch, "--image-sizes", "32", "--clicks", "3",
+                  "--oracles", "disk:1", "--output", str(tmp_path / "ceiling.json"))
+    assert "1 held-out cases, 3 clicks" in capsys.readouterr().out  # of 6 cases, validation 1, held out 1
     rows = json.loads((tmp_path / "ceiling.json").read_text())
     model = rows["model, image_size=32"]
     assert 0 <= model["dice@1"] <= 1 and 0 <= model["dice@3"] <= 1 and 0 < model["grid ceiling"] <= 1
     assert 1 <= model["noc@80"] <= 3 and set(rows) == {"model, image_size=32", "oracle, disk r=1 voxels on the "
                                                        "click's slice"}
-    steps = benchmark("click_steps.py", dataset, trained, "--part", "training", "--cases", "2", "--clicks", "3",
-                      "--output", str(tmp_path / "steps.json"))
-    assert steps.returncode == 0, steps.stderr[-3000:]
-    assert "2 training cases" in steps.stdout
+    run_benchmark("click_steps.py", dataset, trained, monkeypatch, "--part", "training", "--cases", "2",
+                  "--clicks", "3", "--output", str(tmp_path / "steps.json"))
+    assert "2 training cases" in capsys.readouterr().out
     counted = json.loads((tmp_path / "steps.json").read_text())["clicks 2-5"]
     assert 0 < counted["steps"] <= 2 * 2 * 2  # clicks 2 and 3 of each (case, class) whose prediction was wrong
-    unknown = benchmark("click_steps.py", dataset, trained, "--predictor-settings", "obey_click=false")
-    assert unknown.returncode != 0 and "the predictor has no setting 'obey_click'" in unknown.stderr
-    assert "Traceback" not in unknown.stderr
+    with pytest.raises(SystemExit, match="the predictor has no setting 'obey_click'"):
+        run_benchmark("click_steps.py", dataset, trained, monkeypatch, "--predictor-settings", "obey_click=false")
 
 
 @pytest.mark.slow
