@@ -7,7 +7,7 @@ copies correct (``correction_depth_radius``) and elsewhere, against how thick th
 
 The protocol is the bundles' iterative one (:func:`~medsa_monai.evaluation.iterative_clicks.simulate_clicks`: each
 click at the centre of the largest error, the previous prediction fed back, the predictor's calibrated settings),
-observed through the predictor's ``decode``. For click ``t >= 2`` of each (case, class):
+comparing the masks shown before and after each click. For click ``t >= 2`` of each (case, class):
 
 - ``depth``: the click's distance to the nearest right voxel (the distance transform of the error, in voxels, at
   the click: the protocol places it where that is largest, so 1 means the error left is one voxel thick);
@@ -15,6 +15,8 @@ observed through the predictor's ``decode``. For click ``t >= 2`` of each (case,
   click's slice, on the other slices within ``correction_depth_radius`` of it (its copies) and elsewhere (slices
   decoded again for earlier clicks the prediction does not show yet); ``overshoot``: the broken voxels next to fixed
   ones (26-connected), the same change reaching past the error;
+- ``moved``: the share of clicks that moved the shown boundary by a voxel rather than being decoded
+  (``boundary_shift_radius``, :mod:`medsa_monai.predictor.boundary_edits`);
 - ``falls``: the share of (case, class) steps whose Dice fell.
 
 Rows group the clicks; figures are means over (case, class) steps.
@@ -40,46 +42,24 @@ from trained_bundle import (
 from medsa_monai.bundle.overrides import parse_overrides
 from medsa_monai.evaluation.iterative_clicks import simulate_clicks
 from medsa_monai.evaluation.metrics import dice_score
-from medsa_monai.evaluation.output_masks import predicted_masks, reference_masks
+from medsa_monai.evaluation.output_masks import reference_masks
 
 GROUPS = ((2, 5), (6, 10), (11, 15), (16, 20))
 _NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)
 
 
-class ObservedPredictor:
-    """A predictor whose ``decode`` records each call's clicks and logits; everything else is the predictor's."""
-
-    def __init__(self, predictor) -> None:
-        self._predictor = predictor
-        self.calls: list[tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]] = []
-
-    def __getattr__(self, name):
-        return getattr(self._predictor, name)
-
-    def decode(self, embeddings, shape, points=None, labels=None, **kwargs):
-        low_res = self._predictor.decode(embeddings, shape, points, labels, **kwargs)
-        if kwargs.get("boxes") is None and points is not None:
-            self.calls.append((points.clone(), labels.clone(), low_res.clone()))
-        return low_res
-
-
 def step_records(predictor, image: torch.Tensor, reference: np.ndarray, num_clicks: int) -> list[dict]:
     """One record per (click ``t >= 2``, class) of the iterative protocol on one case."""
-    observed = ObservedPredictor(predictor)
-    simulate_clicks(observed, image, reference, num_clicks, True, with_box=False)
+    result = simulate_clicks(predictor, image, reference, num_clicks, True, with_box=False, keep_masks=True)
     spatial = tuple(image.shape[2:])
     references = reference_masks(reference, predictor.num_classes, spatial)
     radius = getattr(predictor, "correction_depth_radius", 0)
-    masks = [predicted_masks(predictor, low_res, spatial) for _, _, low_res in observed.calls]
     records = []
-    for step in range(1, len(observed.calls)):
-        points, labels, _ = observed.calls[step]
-        for k, truth in enumerate(references):
-            given = int((labels[0, k] != -1).sum())
-            if not truth.any() or given <= int((observed.calls[step - 1][1][0, k] != -1).sum()):
-                continue  # absent class, or no new click (the prediction was right)
-            click = points[0, k, given - 1].long().cpu().numpy()
-            before, after = masks[step - 1][k], masks[step][k]
+    for k, truth in enumerate(references):
+        for number, click, _, moved in result.clicks[k]:
+            if number == 1:
+                continue
+            before, after = result.masks[number - 2][k], result.masks[number - 1][k]
             error = before != truth
             fixed, broken = error & (after == truth), ~error & (after != truth)
             slice_index = np.arange(truth.shape[-1])
@@ -87,8 +67,9 @@ def step_records(predictor, image: torch.Tensor, reference: np.ndarray, num_clic
             near = (np.abs(slice_index - click[-1]) <= radius) & ~own
             overshoot = broken & ndimage.binary_dilation(fixed, _NEIGHBOURS)
             records.append({
-                "click": step + 1,
+                "click": number,
                 "depth": float(ndimage.distance_transform_edt(error)[tuple(click)]),
+                "moved": float(moved),
                 "fixed own": int(fixed[..., own].sum()), "broken own": int(broken[..., own].sum()),
                 "fixed copies": int(fixed[..., near].sum()), "broken copies": int(broken[..., near].sum()),
                 "fixed elsewhere": int(fixed[..., ~(own | near)].sum()),
@@ -96,7 +77,7 @@ def step_records(predictor, image: torch.Tensor, reference: np.ndarray, num_clic
                 "overshoot": int(overshoot.sum()),
                 "step": dice_score(after, truth) - dice_score(before, truth),
             })
-    return records
+    return sorted(records, key=lambda record: record["click"])
 
 
 def summarise(records: list[dict]) -> dict[str, dict]:
@@ -131,10 +112,11 @@ def main() -> None:
             records += step_records(predictor, image, reference, args.clicks)
 
     rows = summarise(records)
-    columns = ["depth", "thin (depth <= 1)", "fixed own", "broken own", "fixed copies", "broken copies",
+    columns = ["depth", "thin (depth <= 1)", "moved", "fixed own", "broken own", "fixed copies", "broken copies",
                "fixed elsewhere", "broken elsewhere", "overshoot", "step", "falls"]
     print(f"\n{len(cases)} {args.part} cases, model {args.model}, "
-          f"correction_depth_radius {predictor.correction_depth_radius}, obey_clicks {predictor.obey_clicks}\n")
+          f"correction_depth_radius {predictor.correction_depth_radius}, obey_clicks {predictor.obey_clicks}, "
+          f"boundary_shift_radius {predictor.boundary_shift_radius}\n")
     print("| clicks | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, row in rows.items():

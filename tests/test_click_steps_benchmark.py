@@ -52,6 +52,23 @@ class BallsAroundClicks:
         return torch.cat([torch.zeros_like(low_res), low_res], 1)
 
 
+class Observed:
+    """A predictor whose ``decode`` records each call's clicks and logits."""
+
+    def __init__(self, predictor) -> None:
+        self._predictor = predictor
+        self.calls = []
+
+    def __getattr__(self, name):
+        return getattr(self._predictor, name)
+
+    def decode(self, embeddings, shape, points=None, labels=None, **kwargs):
+        low_res = self._predictor.decode(embeddings, shape, points, labels, **kwargs)
+        if kwargs.get("boxes") is None and points is not None:
+            self.calls.append((points.clone(), labels.clone(), low_res.clone()))
+        return low_res
+
+
 def _ball(shape, centre, radius):
     grids = np.ogrid[tuple(slice(0, n) for n in shape)]
     return sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) <= radius ** 2
@@ -65,7 +82,7 @@ def test_each_click_is_split_into_its_slice_its_copies_and_the_rest(click_steps)
     records = click_steps.step_records(predictor, torch.zeros(1, 1, *shape), label, num_clicks=4)
     assert [r["click"] for r in records] == [2, 3, 4]
 
-    observed = click_steps.ObservedPredictor(predictor)
+    observed = Observed(predictor)
     from medsa_monai.evaluation.iterative_clicks import simulate_clicks
 
     result = simulate_clicks(observed, torch.zeros(1, 1, *shape), label, 4, True, with_box=False)
@@ -107,7 +124,7 @@ def test_a_click_that_reaches_past_the_structure_breaks_what_it_overshoots(click
     label = np.zeros(shape, dtype=np.int64)
     label[4:10, 4:10, 4:10] = 1
     records = click_steps.step_records(GrowingBalls(1.5), torch.zeros(1, 1, *shape), label, num_clicks=3)
-    observed = click_steps.ObservedPredictor(GrowingBalls(1.5))
+    observed = Observed(GrowingBalls(1.5))
     from medsa_monai.evaluation.iterative_clicks import simulate_clicks
 
     simulate_clicks(observed, torch.zeros(1, 1, *shape), label, 3, True, with_box=False)
@@ -118,3 +135,34 @@ def test_a_click_that_reaches_past_the_structure_breaks_what_it_overshoots(click
         assert 0 < record["overshoot"] <= broken.sum()
     assert records[0]["step"] > 0 > records[1]["step"]  # the third click's ball is too large: Dice falls
     assert click_steps.summarise(records)["clicks 2-5"]["falls"] == 0.5
+
+
+class ShortByOneColumn(BallsAroundClicks):
+    """Shows the reference less its last column on every slice, whatever the clicks; its sessions move boundaries."""
+
+    def __init__(self, reference: np.ndarray):
+        super().__init__(radius=0.0)
+        self.shown = reference.copy()
+        self.shown[:, np.flatnonzero(reference.any((0, 2)))[-1]] = False
+
+    def decode(self, embeddings, image_shape, points=None, point_labels=None, boxes=None, mask_inputs=None):
+        return torch.as_tensor(np.where(self.shown, 1.0, -1.0), dtype=torch.float32)[None, None]
+
+    def boundary_edits(self, image_shape):
+        from medsa_monai.predictor.boundary_edits import BoundaryEdits
+
+        return BoundaryEdits(1, tuple(image_shape[2:]), 1.0, exclusive=True)
+
+
+def test_clicks_that_move_the_boundary_are_counted_on_their_own_slice(click_steps):
+    shape = (12, 12, 6)
+    label = np.zeros(shape, dtype=np.int64)
+    label[2:10, 2:8, 1:5] = 1  # the decoder misses column 7 on every slice: a band one voxel thick
+    records = click_steps.step_records(ShortByOneColumn(label == 1), torch.zeros(1, 1, *shape), label, num_clicks=4)
+    assert [r["click"] for r in records] == [2, 3, 4]
+    for record in records:
+        assert record["moved"] == 1.0 and record["depth"] == 1.0
+        assert record["fixed own"] == 2 and record["broken own"] == 0  # the click and one neighbour (radius 1)
+        assert record["fixed copies"] == record["broken copies"] == record["fixed elsewhere"] == 0
+        assert record["step"] > 0
+    assert click_steps.summarise(records)["clicks 2-5"]["moved"] == 1.0

@@ -43,6 +43,7 @@ import torch
 from monai.metrics import compute_surface_dice
 
 from ..prompts.sampling import bounding_box, error_click
+from .iterative_clicks import session_edits
 from .metrics import dice_score
 from .output_masks import predicted_masks, reference_masks
 
@@ -65,7 +66,8 @@ class ProtocolResult:
         final_dice: ``(K,)`` Dice after the last step.
         final_nsd: ``(K,)`` NSD after the last step.
         boxes: ``(K, 2 * spatial_dims)`` step-0 boxes ``(i0, j0[, k0], i1, j1[, k1])``, NaN rows for absent classes.
-        clicks: per class, the ``(index, is_foreground)`` clicks in the order given.
+        clicks: per class, the ``(index, is_foreground)`` clicks in the order given (those that moved the shown
+            boundary, :mod:`~medsa_monai.predictor.boundary_edits`, included).
     """
 
     dice: np.ndarray
@@ -203,33 +205,42 @@ def run_protocol(predictor, image: torch.Tensor, label: np.ndarray | torch.Tenso
     dice = np.full((steps, classes), math.nan)
     nsd = np.full((steps, classes), math.nan)
     clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]
+    decoded_clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]  # the others moved a boundary
 
     if present.any():
         embeddings = predictor.encode(image)
         device = embeddings.device
         box_prompt = torch.as_tensor(boxes, device=device)[None]
-        low_res = None
+        low_res = decoded = None
         predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
+        edits = session_edits(predictor, image.shape)
         for step in range(steps):
             points = point_labels = mask_inputs = None
+            to_decode = edits is None or decoded is None
             if step:
                 for k in np.flatnonzero(present):
                     click = protocol_click(predicted[k], references[k], spacing, seed)
-                    if click is not None:
-                        clicks[k].append(click)
-                slots = max(len(c) for c in clicks)
+                    if click is None:
+                        continue
+                    clicks[k].append(click)
+                    if not (edits is not None and edits.take(k, predicted[k], *click)):
+                        decoded_clicks[k].append(click)
+                        to_decode = True
+                slots = max(len(c) for c in decoded_clicks)
                 if slots:
                     points = torch.zeros(1, classes, slots, dims, device=device)
                     point_labels = torch.full((1, classes, slots), -1, dtype=torch.long, device=device)
-                    for k, class_clicks in enumerate(clicks):
+                    for k, class_clicks in enumerate(decoded_clicks):
                         for i, (index, foreground) in enumerate(class_clicks):
                             points[0, k, i] = torch.as_tensor(index, dtype=torch.float32)
                             point_labels[0, k, i] = int(foreground)
                 if mask_feedback and low_res is not None:
                     mask_inputs = low_res.clone()
                     mask_inputs[:, torch.as_tensor(~present, device=mask_inputs.device)] = math.nan
-            low_res = predictor.decode(embeddings, image.shape, points, point_labels, box_prompt, mask_inputs)
-            predicted = predicted_masks(predictor, low_res, spatial, present)
+            if to_decode:  # else every click of this step moved a boundary
+                low_res = predictor.decode(embeddings, image.shape, points, point_labels, box_prompt, mask_inputs)
+                decoded = predicted_masks(predictor, low_res, spatial, present)
+            predicted = decoded if edits is None else edits.apply(decoded)
             for k in np.flatnonzero(present):
                 dice[step, k] = dice_score(predicted[k], references[k])
                 if surface:

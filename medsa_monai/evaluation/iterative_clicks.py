@@ -13,7 +13,9 @@ from .metrics import dice_score
 from .output_masks import predicted_masks, reference_masks
 from .paper_protocols import run_paper_protocol, slice_points
 
-__all__ = ["InteractiveResult", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice"]
+__all__ = [
+    "InteractiveResult", "session_edits", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice",
+]
 
 
 @dataclass
@@ -33,6 +35,9 @@ class InteractiveResult:
             original image space) is another frame and can differ from it by a few points.
         zoom: ``(num_clicks,)`` how much each click's window magnified the image (1: the whole image), for a
             predictor that zooms (:class:`~medsa_monai.predictor.ZoomPredictor`), else ``None``.
+        clicks: per class, its clicks as ``(click number, index, foreground, moved)``: ``moved`` when the click moved
+            the shown boundary (:mod:`~medsa_monai.predictor.boundary_edits`) rather than being decoded.
+        masks: with ``keep_masks``, the masks shown after each click (``num_clicks`` lists of ``K`` masks).
     """
 
     click_dice: np.ndarray
@@ -42,6 +47,8 @@ class InteractiveResult:
     paper: dict | None = None
     automatic_dice: np.ndarray | None = None
     zoom: np.ndarray | None = None
+    clicks: list | None = None
+    masks: list | None = None
 
 
 def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
@@ -52,16 +59,25 @@ def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
     return noc
 
 
+def session_edits(predictor, image_shape: tuple[int, ...] | torch.Size):
+    """The :class:`~medsa_monai.predictor.boundary_edits.BoundaryEdits` of a session with ``predictor`` on an image
+    of ``image_shape``, or ``None`` where it decodes every click (a predictor without ``boundary_edits`` too)."""
+    make = getattr(predictor, "boundary_edits", None)
+    return make(image_shape) if callable(make) else None
+
+
 @torch.no_grad()
 def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_clicks: int = 5, mask_feedback: bool = True,
-                    with_box: bool = True) -> InteractiveResult:
+                    with_box: bool = True, keep_masks: bool = False) -> InteractiveResult:
     """Simulate a user correcting ``predictor``'s prediction click by click, every class at once.
 
     The image embedding is computed once; each click costs one decoder pass. The image is also decoded once
     without prompts (``automatic_dice``, the baseline the prompts are compared with). Click ``t + 1`` of class
     ``k`` goes to the centre of the largest error region of class ``k`` after click ``t`` (positive in a false negative,
     negative in a false positive); the first goes to the centre of the object. With ``mask_feedback`` the previous
-    low-resolution logits are given to SAM as its mask prompt.
+    low-resolution logits are given to SAM as its mask prompt. A click next to the shown boundary moves it by a voxel
+    instead of being decoded where the predictor does so (``boundary_shift_radius``); a step whose every click did
+    decodes nothing.
 
     Args:
         predictor: a :class:`~medsa_monai.predictor.MedSAPredictor` (any object with ``encode`` / ``decode`` /
@@ -72,6 +88,7 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
         num_clicks: clicks per class.
         mask_feedback: feed the previous prediction back as SAM's mask prompt.
         with_box: also measure Dice with the reference bounding boxes as prompts.
+        keep_masks: keep the masks shown after each click (``InteractiveResult.masks``).
     """
     classes = predictor.num_classes
     spatial = tuple(image.shape[2:])
@@ -83,29 +100,42 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
     automatic_dice = np.array([dice_score(automatic[k], references[k]) if present[k] else math.nan
                                for k in range(classes)])
 
-    clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]
+    clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]  # the decoder's
+    placed: list[list[tuple[int, np.ndarray, bool, bool]]] = [[] for _ in range(classes)]
     predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
-    low_res = None
+    low_res = decoded = None
     click_dice = np.full((num_clicks, classes), math.nan)
     zoom = np.full(num_clicks, math.nan) if hasattr(predictor, "last_windows") else None
+    masks = [] if keep_masks else None
+    edits = session_edits(predictor, image.shape)
     for step in range(num_clicks):
+        decode = edits is None or decoded is None  # else only when a click is left to the decoder
         for k in range(classes):
             if present[k]:
                 click = error_click(predicted[k], references[k], connectivity=1)
-                if click is not None:
+                if click is None:
+                    continue
+                moved = edits is not None and edits.take(k, predicted[k], *click)
+                placed[k].append((step + 1, click[0], click[1], moved))
+                if not moved:
                     clicks[k].append(click)
-        slots = max(1, max(len(c) for c in clicks))
-        points = torch.zeros(1, classes, slots, len(spatial), device=device)
-        labels = torch.full((1, classes, slots), -1, dtype=torch.long, device=device)
-        for k, class_clicks in enumerate(clicks):
-            for i, (index, positive) in enumerate(class_clicks):
-                points[0, k, i] = torch.as_tensor(index, dtype=torch.float32)
-                labels[0, k, i] = int(positive)
-        low_res = predictor.decode(embeddings, image.shape, points, labels,
-                                 mask_inputs=low_res if mask_feedback and step else None)
-        predicted = predicted_masks(predictor, low_res, spatial)
+                    decode = True
+        if decode:
+            slots = max(1, max(len(c) for c in clicks))
+            points = torch.zeros(1, classes, slots, len(spatial), device=device)
+            labels = torch.full((1, classes, slots), -1, dtype=torch.long, device=device)
+            for k, class_clicks in enumerate(clicks):
+                for i, (index, positive) in enumerate(class_clicks):
+                    points[0, k, i] = torch.as_tensor(index, dtype=torch.float32)
+                    labels[0, k, i] = int(positive)
+            low_res = predictor.decode(embeddings, image.shape, points, labels,
+                                       mask_inputs=low_res if mask_feedback and step else None)
+            decoded = predicted_masks(predictor, low_res, spatial)
+        predicted = decoded if edits is None else edits.apply(decoded)
         if zoom is not None:
-            zoom[step] = float(np.mean([window.factor for window in predictor.last_windows]))
+            zoom[step] = float(np.mean([w.factor for w in predictor.last_windows])) if decode else zoom[step - 1]
+        if keep_masks:
+            masks.append(predicted)
         click_dice[step] = [dice_score(predicted[k], references[k]) if present[k] else math.nan
                             for k in range(classes)]
 
@@ -119,7 +149,8 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
         predicted = predicted_masks(predictor, predictor.decode(embeddings, image.shape, boxes=boxes), spatial)
         box_dice = np.array([dice_score(predicted[k], references[k]) if present[k] else math.nan
                              for k in range(classes)])
-    return InteractiveResult(click_dice, box_dice, automatic_dice=automatic_dice, zoom=zoom)
+    return InteractiveResult(click_dice, box_dice, automatic_dice=automatic_dice, zoom=zoom, clicks=placed,
+                             masks=masks)
 
 
 def slice_clicks(mask: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from torch import nn
 
 from ..networks.medsa import MedSA
 from ..networks.prompt_mapping import SamPrompts, to_sam_prompts
+from .boundary_edits import BoundaryEdits
 from .click_guidance import guidance_to_points
 from .dense_prompts import with_prompt_maps
 from .embedding_cache import EmbeddingCache
@@ -45,7 +46,8 @@ class MedSAPredictor:
     - corrections confined to the regions each click changes in a session under way (``confine_corrections``, a
       background click removing within ``removal_radius``): only the slices (in 2D, the images) with a click the
       previous prediction does not obey yet are decoded again, and keep their new logits only there; each click is
-      shown where it was placed (``obey_clicks``);
+      shown where it was placed (``obey_clicks``); a click next to the shown boundary moves it by one voxel around
+      itself instead of being decoded (``boundary_shift_radius``, :meth:`boundary_edits`);
     - prompts drawn as maps into SAM's mask prompt (``dense_prompts``, clicks as disks of ``click_radius``), as
       the network was trained;
     - clicks arriving as guidance channels after the image's (``click_guidance``), the way MONAI Label's
@@ -78,6 +80,12 @@ class MedSAPredictor:
             again; with propagation (3D) or confined corrections (2D), where a low-resolution pixel spans at most
             :data:`OBEY_MAX_PIXELS` image pixels (Task04's slices: 1.75; not a 512-pixel fundus photograph or CT
             slice). ``False``: the decoder's logits as they are.
+        boundary_shift_radius: in a session under way, a click next to the shown boundary of its class is not
+            decoded but moves that boundary by one voxel within this many voxels of itself on its slice, at the
+            image's resolution (:mod:`~medsa_monai.predictor.boundary_edits`), where a low-resolution pixel spans
+            at most :data:`OBEY_MAX_PIXELS` image pixels; ``None``: every click is decoded.
+        boundary_shift_first_click: with ``boundary_shift_radius``, a class's clicks before this one (counting
+            from 1) are decoded wherever they lie.
         dense_prompts: draw boxes and clicks into SAM's mask prompt.
         click_radius: radius of a click's disk in those maps, in low-resolution pixels.
         click_guidance: read ``1 + K`` guidance channels after the image's as clicks.
@@ -94,6 +102,8 @@ class MedSAPredictor:
         removal_radius: float | None = None,
         correction_depth_radius: int = 0,
         obey_clicks: bool = True,
+        boundary_shift_radius: float | None = None,
+        boundary_shift_first_click: int = 1,
         dense_prompts: bool = False,
         click_radius: float = 1.0,
         click_guidance: bool = False,
@@ -113,6 +123,11 @@ class MedSAPredictor:
         if int(correction_depth_radius) != correction_depth_radius or correction_depth_radius < 0:
             raise ValueError(f"correction_depth_radius must be a whole number of slices >= 0, got "
                              f"{correction_depth_radius}")
+        if boundary_shift_radius is not None and not boundary_shift_radius >= 0:
+            raise ValueError(f"boundary_shift_radius must be None or >= 0 voxels, got {boundary_shift_radius}")
+        if int(boundary_shift_first_click) != boundary_shift_first_click or boundary_shift_first_click < 1:
+            raise ValueError(f"boundary_shift_first_click must be a click number >= 1, got "
+                             f"{boundary_shift_first_click}")
         if click_radius <= 0:
             raise ValueError(f"click_radius must be positive, got {click_radius}")
         self.embedding_cache = embedding_cache
@@ -122,6 +137,8 @@ class MedSAPredictor:
         self.removal_radius = None if removal_radius is None else float(removal_radius)
         self.correction_depth_radius = int(correction_depth_radius)
         self.obey_clicks = bool(obey_clicks)
+        self.boundary_shift_radius = None if boundary_shift_radius is None else float(boundary_shift_radius)
+        self.boundary_shift_first_click = int(boundary_shift_first_click)
         self.dense_prompts = bool(dense_prompts)
         self.click_radius = float(click_radius)
         self.click_guidance = bool(click_guidance)
@@ -256,6 +273,16 @@ class MedSAPredictor:
                                     self.propagation_automatic_weight, self.confine_corrections, self.removal_radius,
                                     obey)
         return low_res[..., 0] if flat else low_res
+
+    def boundary_edits(self, image_shape: tuple[int, ...] | torch.Size) -> BoundaryEdits | None:
+        """A session's :class:`~medsa_monai.predictor.boundary_edits.BoundaryEdits` for an image of ``image_shape``
+        ``(1, C, *spatial)``, or ``None`` where every click is decoded (no ``boundary_shift_radius``, or a
+        low-resolution pixel spanning more than :data:`OBEY_MAX_PIXELS` image pixels)."""
+        spatial = tuple(image_shape[2:])
+        if self.boundary_shift_radius is None or max(spatial[:2]) * 4 / self.image_size > OBEY_MAX_PIXELS:
+            return None
+        return BoundaryEdits(self.num_classes, spatial, self.boundary_shift_radius, self.background_channel,
+                             self.boundary_shift_first_click)
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1
                        ) -> torch.Tensor:
