@@ -43,9 +43,9 @@ import torch
 from monai.metrics import compute_surface_dice
 
 from ..prompts.sampling import bounding_box, error_click
-from .iterative_clicks import session_edits
 from .metrics import dice_score
 from .output_masks import predicted_masks, reference_masks
+from .session_clicks import SessionClicks
 
 __all__ = ["ProtocolResult", "protocol_box", "protocol_click", "protocol_auc", "surface_dice", "run_protocol",
            "summarize_protocol"]
@@ -204,43 +204,29 @@ def run_protocol(predictor, image: torch.Tensor, label: np.ndarray | torch.Tenso
         boxes[k] = protocol_box(references[k])
     dice = np.full((steps, classes), math.nan)
     nsd = np.full((steps, classes), math.nan)
-    clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]
-    decoded_clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]  # the others moved a boundary
-
+    session = SessionClicks(predictor, image.shape, classes)
     if present.any():
         embeddings = predictor.encode(image)
         device = embeddings.device
         box_prompt = torch.as_tensor(boxes, device=device)[None]
         low_res = decoded = None
         predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
-        edits = session_edits(predictor, image.shape)
         for step in range(steps):
             points = point_labels = mask_inputs = None
-            to_decode = edits is None or decoded is None
+            decode = session.edits is None or decoded is None  # else only when a click is left to the decoder
             if step:
                 for k in np.flatnonzero(present):
                     click = protocol_click(predicted[k], references[k], spacing, seed)
-                    if click is None:
-                        continue
-                    clicks[k].append(click)
-                    if not (edits is not None and edits.take(k, predicted[k], *click)):
-                        decoded_clicks[k].append(click)
-                        to_decode = True
-                slots = max(len(c) for c in decoded_clicks)
-                if slots:
-                    points = torch.zeros(1, classes, slots, dims, device=device)
-                    point_labels = torch.full((1, classes, slots), -1, dtype=torch.long, device=device)
-                    for k, class_clicks in enumerate(decoded_clicks):
-                        for i, (index, foreground) in enumerate(class_clicks):
-                            points[0, k, i] = torch.as_tensor(index, dtype=torch.float32)
-                            point_labels[0, k, i] = int(foreground)
+                    if click is not None and session.add(k, predicted[k], click, step):
+                        decode = True
+                points, point_labels = session.prompts(device)
                 if mask_feedback and low_res is not None:
                     mask_inputs = low_res.clone()
                     mask_inputs[:, torch.as_tensor(~present, device=mask_inputs.device)] = math.nan
-            if to_decode:  # else every click of this step moved a boundary
+            if decode:
                 low_res = predictor.decode(embeddings, image.shape, points, point_labels, box_prompt, mask_inputs)
                 decoded = predicted_masks(predictor, low_res, spatial, present)
-            predicted = decoded if edits is None else edits.apply(decoded)
+            predicted = session.shown(decoded)
             for k in np.flatnonzero(present):
                 dice[step, k] = dice_score(predicted[k], references[k])
                 if surface:
@@ -249,6 +235,7 @@ def run_protocol(predictor, image: torch.Tensor, label: np.ndarray | torch.Tenso
     click_steps = slice(1, None) if num_clicks else slice(0, None)
     dsc_auc = np.array([protocol_auc(dice[click_steps, k]) for k in range(classes)])
     nsd_auc = np.array([protocol_auc(nsd[click_steps, k]) for k in range(classes)])
+    clicks = [[(index, foreground) for _, index, foreground, _ in placed] for placed in session.placed]
     return ProtocolResult(dice=dice, nsd=nsd, dsc_auc=dsc_auc, nsd_auc=nsd_auc, final_dice=dice[-1].copy(),
                           final_nsd=nsd[-1].copy(), boxes=boxes, clicks=clicks)
 

@@ -12,9 +12,10 @@ from ..prompts.sampling import bounding_box, error_click
 from .metrics import dice_score
 from .output_masks import predicted_masks, reference_masks
 from .paper_protocols import run_paper_protocol, slice_points
+from .session_clicks import SessionClicks
 
 __all__ = [
-    "InteractiveResult", "session_edits", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice",
+    "InteractiveResult", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice",
 ]
 
 
@@ -59,13 +60,6 @@ def clicks_to_reach(click_dice: np.ndarray, threshold: float) -> np.ndarray:
     return noc
 
 
-def session_edits(predictor, image_shape: tuple[int, ...] | torch.Size):
-    """The :class:`~medsa_monai.predictor.boundary_edits.BoundaryEdits` of a session with ``predictor`` on an image
-    of ``image_shape``, or ``None`` where it decodes every click (a predictor without ``boundary_edits`` too)."""
-    make = getattr(predictor, "boundary_edits", None)
-    return make(image_shape) if callable(make) else None
-
-
 @torch.no_grad()
 def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_clicks: int = 5, mask_feedback: bool = True,
                     with_box: bool = True, keep_masks: bool = False) -> InteractiveResult:
@@ -100,38 +94,24 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
     automatic_dice = np.array([dice_score(automatic[k], references[k]) if present[k] else math.nan
                                for k in range(classes)])
 
-    clicks: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(classes)]  # the decoder's
-    placed: list[list[tuple[int, np.ndarray, bool, bool]]] = [[] for _ in range(classes)]
+    session = SessionClicks(predictor, image.shape, classes)
     predicted = [np.zeros(spatial, dtype=bool) for _ in range(classes)]
     low_res = decoded = None
     click_dice = np.full((num_clicks, classes), math.nan)
     zoom = np.full(num_clicks, math.nan) if hasattr(predictor, "last_windows") else None
     masks = [] if keep_masks else None
-    edits = session_edits(predictor, image.shape)
     for step in range(num_clicks):
-        decode = edits is None or decoded is None  # else only when a click is left to the decoder
+        decode = session.edits is None or decoded is None  # else only when a click is left to the decoder
         for k in range(classes):
-            if present[k]:
-                click = error_click(predicted[k], references[k], connectivity=1)
-                if click is None:
-                    continue
-                moved = edits is not None and edits.take(k, predicted[k], *click)
-                placed[k].append((step + 1, click[0], click[1], moved))
-                if not moved:
-                    clicks[k].append(click)
-                    decode = True
+            click = error_click(predicted[k], references[k], connectivity=1) if present[k] else None
+            if click is not None and session.add(k, predicted[k], click, step + 1):
+                decode = True
         if decode:
-            slots = max(1, max(len(c) for c in clicks))
-            points = torch.zeros(1, classes, slots, len(spatial), device=device)
-            labels = torch.full((1, classes, slots), -1, dtype=torch.long, device=device)
-            for k, class_clicks in enumerate(clicks):
-                for i, (index, positive) in enumerate(class_clicks):
-                    points[0, k, i] = torch.as_tensor(index, dtype=torch.float32)
-                    labels[0, k, i] = int(positive)
+            points, labels = session.prompts(device, min_slots=1)
             low_res = predictor.decode(embeddings, image.shape, points, labels,
                                        mask_inputs=low_res if mask_feedback and step else None)
             decoded = predicted_masks(predictor, low_res, spatial)
-        predicted = decoded if edits is None else edits.apply(decoded)
+        predicted = session.shown(decoded)
         if zoom is not None:
             zoom[step] = float(np.mean([w.factor for w in predictor.last_windows])) if decode else zoom[step - 1]
         if keep_masks:
@@ -149,7 +129,7 @@ def simulate_clicks(predictor, image: torch.Tensor, label: np.ndarray, num_click
         predicted = predicted_masks(predictor, predictor.decode(embeddings, image.shape, boxes=boxes), spatial)
         box_dice = np.array([dice_score(predicted[k], references[k]) if present[k] else math.nan
                              for k in range(classes)])
-    return InteractiveResult(click_dice, box_dice, automatic_dice=automatic_dice, zoom=zoom, clicks=placed,
+    return InteractiveResult(click_dice, box_dice, automatic_dice=automatic_dice, zoom=zoom, clicks=session.placed,
                              masks=masks)
 
 
