@@ -42,7 +42,7 @@ def test_a_click_away_from_the_boundary_is_left_to_the_decoder():
     assert not is_boundary_click(mask, np.array([5, 10]), True)  # two voxels out
     assert not is_boundary_click(mask, np.array([5, 5]), False)  # deep inside
     assert not edits.take(0, mask, np.array([5, 10]), True)
-    assert not edits.label.any()
+    assert not edits.slices
     assert not is_boundary_click(np.zeros((12, 12), bool), np.array([5, 5]), True)  # nothing shown: decode it
 
 
@@ -50,6 +50,10 @@ def test_a_3d_click_moves_the_boundary_on_its_own_slice_only():
     mask = np.repeat(square()[..., None], 5, axis=-1)
     ring = boundary_ring(mask, np.array([5, 9, 2]), True, 1.0)
     assert voxels(ring) == {(4, 9, 2), (5, 9, 2), (6, 9, 2)}
+    edits = BoundaryEdits(1, mask.shape, 1.0, exclusive=True)
+    assert edits.take(0, mask, np.array([5, 9, 2]), True)
+    assert list(edits.slices) == [(0, 2)] and edits.slices[(0, 2)].shape == (12, 12)  # one slice kept, not a volume
+    assert voxels(edits.apply([mask])[0] & ~mask) == voxels(ring)
 
 
 def test_edits_stay_shown_over_later_decodes_and_a_later_click_overrides_them():
@@ -137,7 +141,7 @@ def test_the_predictor_moves_boundaries_only_where_a_low_resolution_pixel_spans_
     assert MedSAPredictor(network).boundary_edits((1, 1, 32, 32)) is None  # off unless asked for
     predictor = MedSAPredictor(network, boundary_shift_radius=2)
     edits = predictor.boundary_edits((1, 1, 32, 32))  # 2 voxels per low-resolution pixel
-    assert edits.radius == 2.0 and edits.exclusive and edits.label.shape == (2, 32, 32)
+    assert edits.radius == 2.0 and edits.exclusive and (edits.classes, edits.spatial) == (2, (32, 32))
     assert predictor.boundary_edits((1, 1, 64, 64)) is None  # 4 voxels per pixel: the decoder's clicks
     assert MedSAPredictor(network, boundary_shift_radius=2, boundary_shift_first_click=6).boundary_edits(
         (1, 1, 32, 32)).first_click == 6
@@ -153,7 +157,7 @@ def test_a_class_s_first_clicks_are_decoded_wherever_they_lie():
     click = np.array([5, 9])  # next to the boundary
     assert not edits.take(0, mask, click, True) and not edits.take(0, mask, click, True)  # clicks 1 and 2
     assert not edits.take(1, mask, click, True)  # class 1's first click
-    assert not edits.label.any()
+    assert not edits.slices
     assert edits.take(0, mask, click, True)  # class 0's third
     with pytest.raises(ValueError, match="first_click"):
         BoundaryEdits(1, mask.shape, 2.0, exclusive=True, first_click=0)

@@ -40,6 +40,16 @@ def boundary_ring(mask: np.ndarray, index: np.ndarray, foreground: bool, radius:
     """The voxels a boundary click sets: on its slice, within ``radius`` voxels of it, those just across the shown
     boundary (outside ``mask`` with a four-connected neighbour inside for a ``foreground`` click; inside with one
     outside for a background click), and the click's own voxel. A boolean array of ``mask``'s shape."""
+    ring = np.zeros(mask.shape, dtype=bool)
+    if mask.ndim == 3:
+        ring[..., int(index[-1])] = _ring_on_slice(mask, index, foreground, radius)
+    else:
+        ring[:] = _ring_on_slice(mask, index, foreground, radius)
+    return ring
+
+
+def _ring_on_slice(mask: np.ndarray, index: np.ndarray, foreground: bool, radius: float) -> np.ndarray:
+    """:func:`boundary_ring` on the click's slice alone, ``(H, W)``."""
     plane = _plane(mask, index).astype(bool)
     if foreground:
         across = ~plane & ndimage.binary_dilation(plane, _FOUR_CONNECTED)
@@ -48,16 +58,14 @@ def boundary_ring(mask: np.ndarray, index: np.ndarray, foreground: bool, radius:
     rows, cols = np.ogrid[: plane.shape[0], : plane.shape[1]]
     across &= (rows - int(index[0])) ** 2 + (cols - int(index[1])) ** 2 <= radius ** 2
     across[int(index[0]), int(index[1])] = True
-    ring = np.zeros(mask.shape, dtype=bool)
-    if mask.ndim == 3:
-        ring[..., int(index[-1])] = across
-    else:
-        ring[:] = across
-    return ring
+    return across
 
 
 class BoundaryEdits:
     """The boundary clicks of one session: which voxels each class is set to show, whatever the decoder shows.
+
+    The edits are kept per (class, slice) that a click moved, so that a session on a large volume holds a few
+    slices rather than a volume per class.
 
     Args:
         classes: number of outputs (classes or regions).
@@ -74,11 +82,13 @@ class BoundaryEdits:
             raise ValueError(f"radius must be >= 0 voxels, got {radius}")
         if int(first_click) != first_click or first_click < 1:
             raise ValueError(f"first_click must be a click number >= 1, got {first_click}")
+        self.classes, self.spatial = int(classes), tuple(spatial)
         self.radius = float(radius)
         self.first_click = int(first_click)
-        self.clicks = np.zeros(classes, dtype=np.int64)  # the clicks each class was given so far
         self.exclusive = bool(exclusive)
-        self.label = np.zeros((classes, *spatial), dtype=np.int8)  # 1 set to show, -1 set not to show, 0 free
+        self.clicks = np.zeros(classes, dtype=np.int64)  # the clicks each class was given so far
+        # (class, slice or None in 2D) -> (H, W) int8: 1 set to show, -1 set not to show, 0 free
+        self.slices: dict[tuple[int, int | None], np.ndarray] = {}
 
     def take(self, k: int, shown: np.ndarray, index: np.ndarray, foreground: bool) -> bool:
         """Take a click of class ``k`` placed on the prediction ``shown`` (its mask of class ``k``) when it lies next
@@ -87,23 +97,34 @@ class BoundaryEdits:
         self.clicks[k] += 1
         if self.clicks[k] < self.first_click or not is_boundary_click(shown, index, foreground):
             return False
-        ring = boundary_ring(shown, index, foreground, self.radius)
-        self.label[k][ring] = 1 if foreground else -1
+        ring = _ring_on_slice(shown, index, foreground, self.radius)
+        z = int(index[-1]) if len(self.spatial) == 3 else None
+        self._slice(k, z)[ring] = 1 if foreground else -1
         if foreground and self.exclusive:
-            others = np.arange(len(self.label)) != k
-            self.label[others] = np.where(ring & (self.label[others] == 1), 0, self.label[others])
+            for j in range(self.classes):
+                if j != k and (j, z) in self.slices:
+                    other = self.slices[(j, z)]
+                    other[ring & (other == 1)] = 0
         return True
+
+    def _slice(self, k: int, z: int | None) -> np.ndarray:
+        if (k, z) not in self.slices:
+            self.slices[(k, z)] = np.zeros(self.spatial[:2], dtype=np.int8)
+        return self.slices[(k, z)]
 
     def apply(self, masks: list[np.ndarray]) -> list[np.ndarray]:
         """The decoded ``masks`` (one per class) with the edits shown."""
         shown = [mask.copy() for mask in masks]
-        for k, mask in enumerate(shown):
-            mask[self.label[k] == 1] = True
-            mask[self.label[k] == -1] = False
+
+        def on_slice(mask: np.ndarray, z: int | None) -> np.ndarray:  # a view
+            return mask if z is None else mask[..., z]
+
+        for (k, z), edits in self.slices.items():
+            on_slice(shown[k], z)[edits == 1] = True
+            on_slice(shown[k], z)[edits == -1] = False
         if self.exclusive:
-            for k in range(len(shown)):
-                claimed = self.label[k] == 1
-                for j, other in enumerate(shown):
+            for (k, z), edits in self.slices.items():
+                for j in range(self.classes):
                     if j != k:
-                        other[claimed] = False
+                        on_slice(shown[j], z)[edits == 1] = False
         return shown
