@@ -80,15 +80,17 @@ def test_exclusive_classes_give_up_what_another_class_takes_and_regions_do_not()
 
 
 class ShortByOneColumn:
-    """A decoder that shows the reference square less its right column, whatever the clicks: the error left is a
-    band one voxel thick, which only a boundary edit fixes. Counts its decodes."""
+    """A decoder that shows the reference (2D or 3D) less its last column on every slice, whatever the clicks: the
+    error left is a band one voxel thick, which only a boundary edit fixes. Counts its decodes."""
 
     num_classes = 1
     background_channel = True
+    correction_depth_radius = 1  # what click_steps.py counts as a click's copies
 
     def __init__(self, reference: np.ndarray, radius: float | None):
         self.shown = reference.copy()
-        self.shown[:, np.flatnonzero(reference.any(0))[-1]] = False
+        other_axes = tuple(a for a in range(reference.ndim) if a != 1)
+        self.shown[:, np.flatnonzero(reference.any(other_axes))[-1]] = False
         self.radius = radius
         self.decodes = 0
 

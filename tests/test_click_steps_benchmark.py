@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from .test_boundary_edits import ShortByOneColumn
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -137,28 +139,12 @@ def test_a_click_that_reaches_past_the_structure_breaks_what_it_overshoots(click
     assert click_steps.summarise(records)["clicks 2-5"]["falls"] == 0.5
 
 
-class ShortByOneColumn(BallsAroundClicks):
-    """Shows the reference less its last column on every slice, whatever the clicks; its sessions move boundaries."""
-
-    def __init__(self, reference: np.ndarray):
-        super().__init__(radius=0.0)
-        self.shown = reference.copy()
-        self.shown[:, np.flatnonzero(reference.any((0, 2)))[-1]] = False
-
-    def decode(self, embeddings, image_shape, points=None, point_labels=None, boxes=None, mask_inputs=None):
-        return torch.as_tensor(np.where(self.shown, 1.0, -1.0), dtype=torch.float32)[None, None]
-
-    def boundary_edits(self, image_shape):
-        from medsa_monai.predictor.boundary_edits import BoundaryEdits
-
-        return BoundaryEdits(1, tuple(image_shape[2:]), 1.0, exclusive=True)
-
-
 def test_clicks_that_move_the_boundary_are_counted_on_their_own_slice(click_steps):
     shape = (12, 12, 6)
     label = np.zeros(shape, dtype=np.int64)
     label[2:10, 2:8, 1:5] = 1  # the decoder misses column 7 on every slice: a band one voxel thick
-    records = click_steps.step_records(ShortByOneColumn(label == 1), torch.zeros(1, 1, *shape), label, num_clicks=4)
+    predictor = ShortByOneColumn(label == 1, radius=1.0)
+    records = click_steps.step_records(predictor, torch.zeros(1, 1, *shape), label, num_clicks=4)
     assert [r["click"] for r in records] == [2, 3, 4]
     for record in records:
         assert record["moved"] == 1.0 and record["depth"] == 1.0

@@ -14,9 +14,7 @@ from .output_masks import predicted_masks, reference_masks
 from .paper_protocols import run_paper_protocol, slice_points
 from .session_clicks import SessionClicks
 
-__all__ = [
-    "InteractiveResult", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice",
-]
+__all__ = ["InteractiveResult", "simulate_clicks", "clicks_to_reach", "slice_clicks", "slice_click_dice"]
 
 
 @dataclass

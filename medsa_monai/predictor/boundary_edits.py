@@ -114,6 +114,8 @@ class BoundaryEdits:
 
     def apply(self, masks: list[np.ndarray]) -> list[np.ndarray]:
         """The decoded ``masks`` (one per class) with the edits shown."""
+        if not self.slices:
+            return masks
         shown = [mask.copy() for mask in masks]
 
         def on_slice(mask: np.ndarray, z: int | None) -> np.ndarray:  # a view

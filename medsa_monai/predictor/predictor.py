@@ -268,7 +268,7 @@ class MedSAPredictor:
             low = self.decode_prompts(plain, sam_prompts, batch, depth)
             return low[..., None] if flat else low
 
-        obey = self.obey_clicks and max(image_shape[2:4]) * 4 / network.image_size <= OBEY_MAX_PIXELS
+        obey = self.obey_clicks and self.grid_is_fine(image_shape)
         low_res = propagate_prompts(decode, prompts, batch, depth, network.num_classes, network.background_channel,
                                     self.propagation_automatic_weight, self.confine_corrections, self.removal_radius,
                                     obey)
@@ -278,11 +278,15 @@ class MedSAPredictor:
         """A session's :class:`~medsa_monai.predictor.boundary_edits.BoundaryEdits` for an image of ``image_shape``
         ``(1, C, *spatial)``, or ``None`` where every click is decoded (no ``boundary_shift_radius``, or a
         low-resolution pixel spanning more than :data:`OBEY_MAX_PIXELS` image pixels)."""
-        spatial = tuple(image_shape[2:])
-        if self.boundary_shift_radius is None or max(spatial[:2]) * 4 / self.image_size > OBEY_MAX_PIXELS:
+        if self.boundary_shift_radius is None or not self.grid_is_fine(image_shape):
             return None
-        return BoundaryEdits(self.num_classes, spatial, self.boundary_shift_radius, self.background_channel,
-                             self.boundary_shift_first_click)
+        return BoundaryEdits(self.num_classes, tuple(image_shape[2:]), self.boundary_shift_radius,
+                             self.background_channel, self.boundary_shift_first_click)
+
+    def grid_is_fine(self, image_shape: tuple[int, ...] | torch.Size) -> bool:
+        """Whether a low-resolution pixel of an image of ``image_shape`` ``(B, C, H, W[, D])`` spans at most
+        :data:`OBEY_MAX_PIXELS` image pixels (its slices are resized whole to ``image_size``, decoded at a quarter)."""
+        return max(image_shape[2:4]) * 4 / self.image_size <= OBEY_MAX_PIXELS
 
     def decode_prompts(self, embeddings: torch.Tensor, prompts: SamPrompts, batch: int, depth: int = 1
                        ) -> torch.Tensor:
